@@ -1,0 +1,1 @@
+"""How packets get there: the VXLAN backend and the netlink helpers that program the kernel."""

@@ -1,0 +1,297 @@
+"""The VXLAN backend: the `flannel.<VNI>` device, this node's lease attributes, and peers' entries.
+
+Wire-compatible with Go flanneld's VXLAN backend (flannel `pkg/backend/vxlan`): same device name,
+VNI, UDP port (kernel default 8472 unless `Port` is set), learning off, VTEP MAC published in the
+lease as `{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}`, and for every peer the neighbour/FDB/route trio
+written by `backend.reconcile`.
+
+Deliberate differences (decisions.md): the MTU overhead is 70 bytes on an IPv6 underlay (#6); an
+existing device with a wrong MTU is corrected and one with another VNI, port, local address or
+lower device is recreated (#5); a recreated device keeps its MAC and gets every peer again (#3).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from backend import netlink
+from backend.reconcile import KernelState, Op, PeerEntry
+from subnet.config import ConfigError, json_fields
+from subnet.lease import Lease
+
+log = logging.getLogger(__name__)
+
+KERNEL_DEFAULT_PORT = 8472
+OVERHEAD_IPV4 = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14, bytes
+OVERHEAD_IPV6 = 70  # outer IPv6 header is 20 bytes longer
+
+
+@dataclass(frozen=True)
+class VXLANConfig:
+    """The `Backend` object of a vxlan network config (flannel `pkg/backend/vxlan/vxlan.go`).
+
+    `port` 0 leaves the kernel default (8472); `mtu` 0 means "the external interface's MTU".
+    """
+
+    vni: int = 1
+    port: int = 0
+    mtu: int = 0
+    gbp: bool = False
+    learning: bool = False
+    direct_routing: bool = False
+
+
+def parse_vxlan_config(backend: dict[str, Any]) -> VXLANConfig:
+    """Parse the `Backend` object (keys any case, unknown keys such as MacPrefix ignored).
+
+    Raises ConfigError naming the field for a wrong type or an out-of-range value.
+    """
+    f = json_fields(backend)
+    values: dict[str, Any] = {}
+    for key, name, kind, lo, hi, example in (
+        ("vni", "vni", int, 0, (1 << 24) - 1, 1),
+        ("port", "port", int, 0, 65535, 8472),
+        ("mtu", "mtu", int, 0, 65535, 1450),
+        ("gbp", "gbp", bool, 0, 1, False),
+        ("learning", "learning", bool, 0, 1, False),
+        ("directrouting", "direct_routing", bool, 0, 1, False),
+    ):
+        raw = f.get(key)
+        if raw is None:
+            continue
+        field = f"Backend.{key.upper() if key in ('vni', 'gbp', 'mtu') else key.capitalize()}"
+        if kind is bool:
+            if not isinstance(raw, bool):
+                raise ConfigError(field, f"must be true or false, got {raw!r}")
+        elif isinstance(raw, bool) or not isinstance(raw, int) or not lo <= raw <= hi:
+            raise ConfigError(field, f"must be a whole number from {lo} to {hi} "
+                              f"like {example}, got {raw!r}")
+        values[name] = raw
+    return VXLANConfig(**values)
+
+
+def device_name(vni: int, version: int = 4) -> str:
+    """`flannel.<VNI>` for IPv4, `flannel-v6.<VNI>` for IPv6."""
+    return f"flannel.{vni}" if version == 4 else f"flannel-v6.{vni}"
+
+
+def overlay_mtu(base_mtu: int, underlay_ipv6: bool) -> int:
+    """The overlay device MTU in bytes: base (interface or configured) MTU minus the overhead."""
+    return base_mtu - (OVERHEAD_IPV6 if underlay_ipv6 else OVERHEAD_IPV4)
+
+
+def random_mac() -> str:
+    """A random locally administered unicast MAC (flannel `pkg/mac`), lowercase colon hex."""
+    b = bytearray(os.urandom(6))
+    b[0] = (b[0] & 0xFE) | 0x02
+    return ":".join(f"{x:02x}" for x in b)
+
+
+def backend_data(vni: int, mac: str) -> dict[str, Any]:
+    """What a vxlan node publishes as BackendData: `{"VNI": 1, "VtepMAC": "…"}`."""
+    return {"VNI": vni, "VtepMAC": mac}
+
+
+class PeerFormatError(ValueError):
+    """A peer lease whose vxlan BackendData cannot be used."""
+
+
+_MAC_HEX = set("0123456789abcdef")
+
+
+def _parse_mac(value: Any) -> str:
+    if not isinstance(value, str):
+        raise PeerFormatError(f"VtepMAC must be a string, got {value!r}")
+    parts = value.lower().replace("-", ":").split(":")
+    if len(parts) != 6 or any(len(p) != 2 or not set(p) <= _MAC_HEX for p in parts):
+        raise PeerFormatError(f"VtepMAC {value!r} is not a MAC address")
+    return ":".join(parts)
+
+
+@dataclass(frozen=True)
+class VxlanPeer:
+    """The slim record kept per peer: its entries for each family (None where absent)."""
+
+    v4: PeerEntry | None
+    v6: PeerEntry | None
+
+
+def peer_from_lease(lease: Lease) -> VxlanPeer | None:
+    """Turn a peer's lease into its overlay entries. Returns None for another backend type.
+
+    Raises PeerFormatError when BackendData is not `{"VtepMAC": "<mac>", ...}`.
+    """
+    if lease.attrs.backend_type != "vxlan":
+        return None
+    v4 = v6 = None
+    if lease.subnet is not None:
+        data = lease.attrs.backend_data
+        if not isinstance(data, dict):
+            raise PeerFormatError(f"BackendData must be an object, got {data!r}")
+        v4 = PeerEntry(str(lease.subnet), str(lease.subnet.network_address),
+                       _parse_mac(json_fields(data).get("vtepmac")), str(lease.attrs.public_ip))
+    if lease.ipv6_subnet is not None and lease.attrs.public_ipv6 is not None:
+        data = lease.attrs.backend_v6_data
+        if isinstance(data, dict):
+            v6 = PeerEntry(str(lease.ipv6_subnet), str(lease.ipv6_subnet.network_address),
+                           _parse_mac(json_fields(data).get("vtepmac")),
+                           str(lease.attrs.public_ipv6))
+    return VxlanPeer(v4, v6)
+
+
+class VxlanDevice:
+    """One `flannel.<VNI>` (or `flannel-v6.<VNI>`) device: the `Datapath` of a `Reconciler`.
+
+    Owns its own netlink socket; not shared between threads. `address` is this node's VTEP
+    address (its subnet's network address) and `network` the cluster network, both CIDR text,
+    set once the lease is known.
+    """
+
+    def __init__(self, cfg: VXLANConfig, version: int, local: str, lower_index: int,
+                 lower_mtu: int, mac: str | None = None) -> None:
+        self.version = version
+        self.family = socket.AF_INET if version == 4 else socket.AF_INET6
+        base = cfg.mtu or lower_mtu
+        self.spec = netlink.VxlanSpec(
+            name=device_name(cfg.vni, version), vni=cfg.vni, local=local,
+            lower_index=lower_index, port=cfg.port, learning=cfg.learning, gbp=cfg.gbp,
+            mtu=overlay_mtu(base, ":" in local), mac=mac or random_mac(),
+        )
+        self.index = 0
+        self.address: str | None = None
+        self.network: str | None = None
+        self._lock = threading.Lock()
+        self._ipr: Any = None
+
+    @property
+    def ipr(self) -> Any:
+        if self._ipr is None:
+            self._ipr = netlink.IPRoute()
+        return self._ipr
+
+    @property
+    def mac(self) -> str:
+        return self.spec.mac
+
+    @property
+    def mtu(self) -> int:
+        return self.spec.mtu
+
+    def close(self) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+
+    def _compatible(self, link: netlink.LinkState) -> str | None:
+        """Why an existing link cannot be reused, or None when it can."""
+        s = self.spec
+        if link.kind != "vxlan":
+            return f"it is a {link.kind or 'non-vxlan'} link"
+        if link.vni != s.vni:
+            return f"its VNI is {link.vni}, not {s.vni}"
+        if link.lower_index not in (None, s.lower_index):
+            return f"its lower device is index {link.lower_index}, not {s.lower_index}"
+        if link.local is not None and ipaddress.ip_address(link.local) != ipaddress.ip_address(s.local):
+            return f"its local address is {link.local}, not {s.local}"
+        if (link.port or KERNEL_DEFAULT_PORT) != (s.port or KERNEL_DEFAULT_PORT):
+            return f"its UDP port is {link.port}, not {s.port or KERNEL_DEFAULT_PORT}"
+        if link.gbp != s.gbp:
+            return "its GBP setting differs"
+        return None
+
+    def ensure_device(self) -> bool:
+        """Create the device, reuse a compatible one, or replace an incompatible one; fix its MTU,
+        address and state. Returns True when the device was (re)created (its entries are gone).
+
+        A reused device keeps its MAC (it is what peers already have); raises NetlinkError.
+        """
+        with self._lock:
+            created = False
+            link = netlink.get_link(self.ipr, self.spec.name)
+            if link is not None:
+                why = self._compatible(link)
+                if why is not None:
+                    log.warning("recreating %s: %s", self.spec.name, why)
+                    netlink.delete_link(self.ipr, link.index)
+                    link = None
+                elif link.mac != self.spec.mac and self.index == 0:
+                    self.spec = _with_mac(self.spec, link.mac)  # first start: adopt it
+            if link is None:
+                link = netlink.create_vxlan(self.ipr, self.spec)
+                created = True
+                log.info("created %s (VNI %d, local %s, MAC %s, MTU %d)", self.spec.name,
+                         self.spec.vni, self.spec.local, self.spec.mac, self.spec.mtu)
+            elif link.mac != self.spec.mac:
+                log.warning("%s has MAC %s, expected %s; recreating", self.spec.name, link.mac,
+                            self.spec.mac)
+                netlink.delete_link(self.ipr, link.index)
+                link = netlink.create_vxlan(self.ipr, self.spec)
+                created = True
+            if link.mtu != self.spec.mtu:
+                log.info("setting %s MTU %d (was %d)", self.spec.name, self.spec.mtu, link.mtu)
+            netlink.set_link(self.ipr, link.index,
+                             mtu=self.spec.mtu if link.mtu != self.spec.mtu else None,
+                             up=not link.up)
+            self.index = link.index
+            if self.address is not None:
+                prefix = 32 if self.version == 4 else 128
+                netlink.ensure_address(self.ipr, self.index, self.address, prefix, self.network)
+            _disable_accept_ra(self.spec.name)
+            return created
+
+    def set_address(self, address: str, network: str) -> None:
+        """Give the device this node's VTEP address (`10.244.1.0/32`), removing other addresses
+        inside `network`. Call after the lease is acquired."""
+        self.address, self.network = address, network
+        prefix = 32 if self.version == 4 else 128
+        with self._lock:
+            removed = netlink.ensure_address(self.ipr, self.index, address, prefix, network)
+        for cidr in removed:
+            log.info("removed stale address %s from %s", cidr, self.spec.name)
+
+    def dump(self) -> KernelState:
+        """The device's permanent neighbour and FDB entries and its main-table routes."""
+        with self._lock:
+            return KernelState(
+                neighs=netlink.dump_neighs(self.ipr, self.index, self.family),
+                fdb=netlink.dump_fdb(self.ipr, self.index, self.family),
+                routes=netlink.dump_routes(self.ipr, self.index, self.family),
+            )
+
+    def apply(self, op: Op) -> None:
+        """Perform one kernel write for a peer (see `backend.reconcile.Op`)."""
+        ipr, index = self.ipr, self.index
+        with self._lock:
+            if op.kind == "neigh":
+                if op.action == "replace":
+                    netlink.replace_neigh(ipr, index, op.a, op.b or "")
+                else:
+                    netlink.delete_neigh(ipr, index, op.a)
+            elif op.kind == "fdb":
+                if op.action == "replace":
+                    netlink.replace_fdb(ipr, index, op.a, op.b or "")
+                else:
+                    netlink.delete_fdb(ipr, index, op.a, op.b or "")
+            elif op.action == "replace":
+                netlink.replace_route(ipr, index, op.a, op.b or "")
+            else:
+                netlink.delete_route(ipr, index, op.a)
+
+
+def _with_mac(spec: netlink.VxlanSpec, mac: str) -> netlink.VxlanSpec:
+    return netlink.VxlanSpec(**{**spec.__dict__, "mac": mac})
+
+
+def _disable_accept_ra(name: str) -> None:
+    """Best effort: no router advertisements on the overlay device (read-only /proc is fine)."""
+    try:
+        with open(f"/proc/sys/net/ipv6/conf/{name}/accept_ra", "w") as f:
+            f.write("0")
+    except OSError:
+        pass

@@ -1,0 +1,140 @@
+"""`flanneld-py`: the command line, with flanneld's flags and their defaults (flannel `main.go`)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from flanneld_py import __version__
+from flanneld_py.flags import Flag, FlagError, HelpRequested, parse_flags, usage
+
+FLAGS: list[Flag] = [
+    Flag("etcd-endpoints", "str", "http://127.0.0.1:4001,http://127.0.0.1:2379",
+         "comma-separated list of etcd endpoints (http:// or https:// URLs)"),
+    Flag("etcd-prefix", "str", "/coreos.com/network", "etcd prefix of the network's keys"),
+    Flag("etcd-keyfile", "str", "", "TLS client key for etcd (TLS is used when both keyfile and "
+         "certfile are set)"),
+    Flag("etcd-certfile", "str", "", "TLS client certificate for etcd"),
+    Flag("etcd-cafile", "str", "", "CA certificate that signed etcd's server certificate"),
+    Flag("etcd-username", "str", "", "username for etcd authentication"),
+    Flag("etcd-password", "str", "", "password for etcd authentication"),
+    Flag("kube-subnet-mgr", "bool", False, "take the subnet from the Kubernetes Node "
+         "(spec.podCIDR) instead of etcd", implemented=False),
+    Flag("kube-api-url", "str", "", "Kubernetes API server URL (kube mode)", implemented=False),
+    Flag("kubeconfig-file", "str", "", "kubeconfig file (kube mode)", implemented=False),
+    Flag("kube-annotation-prefix", "str", "flannel.alpha.coreos.com",
+         "prefix of the Node annotations flannel writes (kube mode)", implemented=False),
+    Flag("iface", "list", [], "interface to use for inter-host traffic, by name or IP address; "
+         "repeat to give fallbacks, tried in order (default: the default route's interface)"),
+    Flag("iface-regex", "list", [], "regex matching the interface's IP addresses or name; "
+         "tried after every --iface", implemented=False),
+    Flag("iface-can-reach", "str", "", "use the interface of the route to this IP address",
+         implemented=False),
+    Flag("public-ip", "str", "", "IPv4 address peers use to reach this node (default: the "
+         "interface's address)"),
+    Flag("public-ipv6", "str", "", "IPv6 address peers use to reach this node",
+         implemented=False),
+    Flag("subnet-file", "str", "/run/flannel/subnet.env",
+         "file flanneld writes the node's subnet, network, MTU and IP masquerade setting to"),
+    Flag("net-config-path", "str", "/etc/kube-flannel/net-conf.json",
+         "network config file (kube mode)", implemented=False),
+    Flag("subnet-lease-renew-margin", "int", 60,
+         "renew the etcd lease this many minutes before it expires (1 to 1439)"),
+    Flag("ip-masq", "bool", False, "set up IP masquerade for traffic leaving the flannel network "
+         "(written to subnet.env as FLANNEL_IPMASQ)"),
+    Flag("ip-masq-fully-random-disable", "bool", False, "do not use --random-fully in the "
+         "MASQUERADE rule", implemented=False),
+    Flag("iptables-resync", "int", 5, "seconds between iptables rule checks", implemented=False),
+    Flag("iptables-forward-rules", "bool", True, "add FORWARD accept rules for the flannel "
+         "network", implemented=False),
+    Flag("ip-blackhole-route", "bool", False, "add a blackhole route for this node's subnet",
+         implemented=False),
+    Flag("healthz-ip", "str", "0.0.0.0", "address the health server listens on",
+         implemented=False),
+    Flag("healthz-port", "int", 0, "port of the health server (0 disables it)",
+         implemented=False),
+    Flag("set-node-network-unavailable", "bool", True, "set the Node's NetworkUnavailable "
+         "condition to False once running (kube mode)", implemented=False),
+    Flag("resync-period", "float", 30.0, "seconds between full comparisons of the kernel's "
+         "neighbour, FDB and route entries with the peer table (flanneld-py only)"),
+    Flag("version", "bool", False, "print the version and exit"),
+    Flag("v", "int", 0, "log verbosity: 0 logs lease and peer events, 1 and above also debug "
+         "detail"),
+]
+
+INTRO = ("flanneld-py gives this node a subnet of the cluster's pod network, leased from etcd, "
+         "writes it to subnet.env for the flannel CNI plugin, and programs the VXLAN overlay to "
+         "every other node. It is a drop-in replacement for flanneld.")
+
+
+@dataclass
+class Options:
+    """Parsed flags; attribute names are the flag names with `-` replaced by `_`."""
+
+    etcd_endpoints: str = ""
+    etcd_prefix: str = ""
+    etcd_keyfile: str = ""
+    etcd_certfile: str = ""
+    etcd_cafile: str = ""
+    etcd_username: str = ""
+    etcd_password: str = ""
+    kube_subnet_mgr: bool = False
+    kube_api_url: str = ""
+    kubeconfig_file: str = ""
+    kube_annotation_prefix: str = ""
+    iface: list[str] = field(default_factory=list)
+    iface_regex: list[str] = field(default_factory=list)
+    iface_can_reach: str = ""
+    public_ip: str = ""
+    public_ipv6: str = ""
+    subnet_file: str = ""
+    net_config_path: str = ""
+    subnet_lease_renew_margin: int = 60
+    ip_masq: bool = False
+    ip_masq_fully_random_disable: bool = False
+    iptables_resync: int = 5
+    iptables_forward_rules: bool = True
+    ip_blackhole_route: bool = False
+    healthz_ip: str = ""
+    healthz_port: int = 0
+    set_node_network_unavailable: bool = True
+    resync_period: float = 30.0
+    version: bool = False
+    v: int = 0
+
+
+def parse_options(argv: Sequence[str], environ: dict[str, str] | None = None) -> Options:
+    """Parse the command line and FLANNELD_* variables. Raises FlagError, HelpRequested."""
+    values, rest = parse_flags(FLAGS, argv, environ)
+    if rest:
+        raise FlagError(f"unexpected argument {rest[0]!r}: flanneld takes only flags (see --help)")
+    return Options(**values)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `flanneld-py`; returns the process exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "version":
+        print(__version__)
+        return 0
+    try:
+        opts = parse_options(args)
+    except HelpRequested:
+        sys.stdout.write(usage("flanneld-py", FLAGS, INTRO))
+        return 0
+    except FlagError as err:
+        print(f"flanneld-py: {err}", file=sys.stderr)
+        return 2
+    if opts.version:
+        print(__version__, file=sys.stderr)
+        return 0
+    logging.basicConfig(
+        level=logging.DEBUG if opts.v > 0 else logging.INFO,
+        format="%(asctime)s %(levelname).1s %(name)s] %(message)s",
+        stream=sys.stderr,
+    )
+    from flanneld_py.daemon import run  # heavy imports (grpc, pyroute2) only for the daemon
+
+    return run(opts)

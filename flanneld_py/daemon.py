@@ -1,0 +1,312 @@
+"""The daemon: flanneld's start-up sequence (flannel `main.go`), then three workers.
+
+Start-up, in flanneld's order: read the previous subnet.env, connect to the subnet manager, wait for
+the network config, choose the external interface, create the VXLAN device, acquire the lease,
+give the device its address, write subnet.env, start the peer watch and the reconciler, then keep
+the lease renewed. SIGTERM and SIGINT stop the workers and leave the device, its entries and
+subnet.env in place, so a restart does not interrupt traffic.
+
+Workers (threads): the etcd watch feeds the desired peer table; the reconciler makes the kernel
+match it; the main thread renews the lease and re-acquires it if it is ever lost (decisions #12).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from backend.reconcile import PeerEntry, Reconciler
+from backend.vxlan import (
+    PeerFormatError,
+    VxlanDevice,
+    VxlanPeer,
+    backend_data,
+    parse_vxlan_config,
+    peer_from_lease,
+)
+from flanneld_py.cli import FLAGS, Options
+from flanneld_py.iface import InterfaceError, select_interface
+from subnet.allocate import OutOfSubnets
+from subnet.config import ConfigError, NetworkConfig
+from subnet.etcd import (
+    ConfigNotFound,
+    DatastoreUnavailable,
+    EtcdOptions,
+    EtcdRegistry,
+    EtcdSubnetManager,
+)
+from subnet.lease import Lease, LeaseAttrs
+from subnet.peers import PeerTable
+from subnet.subnetenv import SubnetEnv, previous_cidr, read_env_file, write_subnet_env
+
+log = logging.getLogger("flanneld")
+
+SUPPORTED_BACKENDS = ("vxlan",)
+RENEW_RETRY = 60.0  # seconds between failed renewals (flannel's value)
+
+
+class StartupError(RuntimeError):
+    """A fatal start-up problem; the message tells the operator what to fix."""
+
+
+@dataclass
+class Counters:
+    """Event counts, kept for the log and, later, for metrics."""
+
+    invalid_leases: int = 0
+
+
+def wait_for_config(sm: EtcdSubnetManager, stop: threading.Event) -> NetworkConfig | None:
+    """Read the network config, retrying every second while it is missing or etcd is down.
+
+    Returns None when stopped. Raises ConfigError for an invalid config: retrying cannot fix that
+    without an operator, and a clear exit is easier to notice than a retry loop.
+    """
+    last = ""
+    while not stop.is_set():
+        try:
+            return sm.get_network_config()
+        except (ConfigNotFound, DatastoreUnavailable) as err:
+            if str(err) != last:
+                log.error("couldn't fetch network config: %s (retrying every second)", err)
+                last = str(err)
+        stop.wait(1.0)
+    return None
+
+
+def warn_unimplemented(opts: Options) -> None:
+    """Log each compatibility-only flag that was set to something other than its default."""
+    for flag in FLAGS:
+        if not flag.implemented and getattr(opts, flag.attr) != flag.default:
+            log.warning("--%s is not implemented yet in flanneld-py and has no effect", flag.name)
+
+
+class Daemon:
+    """One running flanneld-py: the state shared by the start-up sequence and the workers."""
+
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.stop = threading.Event()
+        self.counters = Counters()
+        self.previous = read_env_file(opts.subnet_file)
+        prev = (previous_cidr(self.previous, "FLANNEL_SUBNET", 4),
+                previous_cidr(self.previous, "FLANNEL_IPV6_SUBNET", 6))
+        self.registry = EtcdRegistry(EtcdOptions(
+            endpoints=opts.etcd_endpoints, prefix=opts.etcd_prefix, keyfile=opts.etcd_keyfile,
+            certfile=opts.etcd_certfile, cafile=opts.etcd_cafile,
+            username=opts.etcd_username, password=opts.etcd_password,
+        ))
+        self.sm = EtcdSubnetManager(self.registry, prev, on_invalid=self._count_invalid)
+        self.table: PeerTable[VxlanPeer] = PeerTable()
+        self.table.on_change = self._log_peer
+        self.lease: Lease | None = None
+        self.lease_lost = threading.Event()
+        self.cfg: NetworkConfig | None = None
+        self.device: VxlanDevice | None = None
+        self._bad_peers: set[tuple[str, str]] = set()
+
+    # --- start-up -------------------------------------------------------------------------------
+
+    def start(self) -> bool:
+        """Run the start-up sequence; False when stopped before it finished.
+
+        Raises StartupError, ConfigError, InterfaceError for problems an operator must fix.
+        """
+        margin = self.opts.subnet_lease_renew_margin
+        if not 1 <= margin <= 1439:
+            raise StartupError(f"--subnet-lease-renew-margin={margin}: must be 1 to 1439 minutes")
+        warn_unimplemented(self.opts)
+        cfg = wait_for_config(self.sm, self.stop)
+        if cfg is None:
+            return False
+        self.cfg = cfg
+        if cfg.backend_type not in SUPPORTED_BACKENDS:
+            raise ConfigError("Backend.Type", f"{cfg.backend_type!r} is not supported by "
+                              f"flanneld-py; supported: {', '.join(SUPPORTED_BACKENDS)}")
+        if not cfg.enable_ipv4 or cfg.enable_ipv6:
+            raise ConfigError("EnableIPv6", "flanneld-py supports IPv4-only networks so far")
+        vx = parse_vxlan_config(cfg.backend)
+        if vx.direct_routing:
+            log.warning("Backend.DirectRouting is not implemented yet; using the overlay for all "
+                        "peers")
+        ext = select_interface(self.opts.iface, self.opts.public_ip)
+        log.info("using interface %s (index %d, MTU %d), address %s, public IP %s", ext.name,
+                 ext.index, ext.mtu, ext.iface_addr, ext.ext_addr)
+        self.device = VxlanDevice(vx, 4, ext.ext_addr, ext.index, ext.mtu)
+        self.device.ensure_device()
+        attrs = LeaseAttrs(public_ip=ipaddress.IPv4Address(ext.ext_addr), backend_type="vxlan",
+                           backend_data=backend_data(vx.vni, self.device.mac))
+        lease = self._acquire(cfg, attrs)
+        if lease is None:
+            return False
+        self._use_lease(lease)
+        return True
+
+    def _acquire(self, cfg: NetworkConfig, attrs: LeaseAttrs) -> Lease | None:
+        """Acquire a lease, retrying with backoff while etcd is down or the network is full."""
+        delay = 1.0
+        while not self.stop.is_set():
+            try:
+                return self.sm.acquire_lease(cfg, attrs)
+            except (DatastoreUnavailable, OutOfSubnets) as err:
+                log.error("could not acquire a lease: %s; retrying in %.0f s", err, delay)
+            self.stop.wait(delay)
+            delay = min(delay * 2, 30.0)
+        return None
+
+    def _use_lease(self, lease: Lease) -> None:
+        """Make `lease` this node's: device address, subnet.env, peer filter."""
+        assert self.cfg is not None and self.device is not None and lease.subnet is not None
+        old = self.lease
+        self.lease = lease
+        self.device.set_address(str(lease.subnet.network_address), str(self.cfg.network))
+        env = SubnetEnv(self.cfg.network, lease.subnet, None, None, self.device.mtu,
+                        self.opts.ip_masq)
+        try:
+            write_subnet_env(self.opts.subnet_file, env)
+            log.info("wrote %s: FLANNEL_SUBNET=%s FLANNEL_MTU=%d", self.opts.subnet_file,
+                     f"{lease.subnet.network_address + 1}/{lease.subnet.prefixlen}",
+                     self.device.mtu)
+        except OSError as err:
+            log.error("could not write %s: %s", self.opts.subnet_file, err)
+        if old is not None and old.key != lease.key:
+            log.warning("this node's subnet changed from %s to %s; pods started before keep "
+                        "addresses of the old subnet until they are recreated", old.key, lease.key)
+        if self.table.remove(lease.key):
+            log.info("dropped %s from the peer table: it is now this node's lease", lease.key)
+
+    # --- peer watch -----------------------------------------------------------------------------
+
+    def _count_invalid(self, key: str, reason: str) -> None:
+        self.counters.invalid_leases += 1
+
+    def _peer(self, lease: Lease) -> VxlanPeer | None:
+        """A peer's record, or None for our own lease, another backend, or bad backend data."""
+        own = self.lease
+        if own is not None and (lease.key == own.key or (lease.subnet is not None
+                                                         and lease.subnet == own.subnet)):
+            return None
+        try:
+            return peer_from_lease(lease)
+        except PeerFormatError as err:
+            token = (lease.key, str(err))
+            if token not in self._bad_peers:
+                self._bad_peers.add(token)
+                log.warning("skipping peer lease %s: %s", lease.key, err)
+            self.counters.invalid_leases += 1
+            return None
+
+    def _on_snapshot(self, leases: list[Lease]) -> None:
+        own = self.lease
+        if own is not None and own.lease_id != 0 and not any(x.key == own.key for x in leases):
+            self.lease_lost.set()
+        records = []
+        for lease in leases:
+            peer = self._peer(lease)
+            if peer is not None:
+                records.append((lease.key, peer))
+        self.table.reset(records)
+
+    def _on_put(self, lease: Lease) -> None:
+        peer = self._peer(lease)
+        if peer is not None:
+            self.table.upsert(lease.key, peer)
+        elif self.lease is None or lease.key != self.lease.key:
+            self.table.remove(lease.key)  # e.g. switched to another backend or became invalid
+
+    def _on_delete(self, key: str) -> None:
+        if self.lease is not None and key == self.lease.key:
+            log.warning("this node's lease %s was deleted or expired", key)
+            self.lease_lost.set()
+            return
+        self.table.remove(key)
+
+    def _log_peer(self, key: str, change: str, peer: VxlanPeer | None) -> None:
+        if peer is not None and peer.v4 is not None:
+            log.info("peer %s: %s (public IP %s, VTEP MAC %s)", change, peer.v4.subnet,
+                     peer.v4.public_ip, peer.v4.vtep_mac)
+        else:
+            log.info("peer %s: %s", change, key)
+
+    # --- workers --------------------------------------------------------------------------------
+
+    def run_workers(self) -> None:
+        """Start the watch and the reconciler, then renew the lease until stopped."""
+        assert self.device is not None
+        reconciler = Reconciler(self.table, self.device, _select_v4,  # type: ignore[arg-type]
+                                resync_period=self.opts.resync_period)
+        threads = [
+            threading.Thread(target=self.sm.watch_leases, name="watch", daemon=True,
+                             args=(self._on_snapshot, self._on_put, self._on_delete, self.stop)),
+            threading.Thread(target=reconciler.run, name="reconcile", daemon=True,
+                             args=(self.stop,)),
+        ]
+        for t in threads:
+            t.start()
+        self._keep_lease()
+        for t in threads:
+            t.join(timeout=5)
+
+    def _keep_lease(self) -> None:
+        """Renew at expiry minus the margin; re-acquire (same subnet preferred) if lost."""
+        margin = self.opts.subnet_lease_renew_margin * 60.0
+        while not self.stop.is_set():
+            lease = self.lease
+            assert lease is not None and self.cfg is not None
+            if self.lease_lost.is_set():
+                self.lease_lost.clear()
+                self.sm.previous = (lease.subnet, lease.ipv6_subnet)
+                new = self._acquire(self.cfg, lease.attrs)
+                if new is not None:
+                    self._use_lease(new)
+                continue
+            due = (lease.expiration or float("inf")) - margin - time.time()
+            if due > 0:
+                self.stop.wait(min(due, 1.0))  # re-check for a lost lease every second
+                continue
+            try:
+                self.lease = self.sm.renew_lease(lease)
+                log.info("renewed lease %s until %s", lease.key,
+                         time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.lease.expiration)))
+            except DatastoreUnavailable as err:
+                log.error("could not renew lease %s: %s; retrying in %.0f s", lease.key, err,
+                          RENEW_RETRY)
+                self.stop.wait(RENEW_RETRY)
+
+    def close(self) -> None:
+        """Release sockets; the kernel state and subnet.env stay as they are."""
+        if self.device is not None:
+            self.device.close()
+        self.registry.close()
+
+
+def _select_v4(peer: Any) -> PeerEntry | None:
+    return peer.v4 if isinstance(peer, VxlanPeer) else None
+
+
+def run(opts: Options) -> int:
+    """Run flanneld-py until SIGTERM/SIGINT; returns the exit status (1 for start-up failures)."""
+    daemon = Daemon(opts)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s, shutting down (the datapath stays in place)",
+                 signal.Signals(signum).name)
+        daemon.stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        if not daemon.start():
+            return 0
+        daemon.run_workers()
+        return 0
+    except (StartupError, ConfigError, InterfaceError, ValueError) as err:
+        log.error("%s", err)
+        return 1
+    finally:
+        daemon.close()

@@ -1,0 +1,1 @@
+"""Where leases come from: network config, the lease model, the subnet managers and subnet.env."""

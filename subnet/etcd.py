@@ -1,0 +1,419 @@
+"""The etcd subnet manager: flannel's lease protocol over the etcd v3 API.
+
+Keys and values are flannel's (`<prefix>/config`, `<prefix>/subnets/10.5.72.0-24`, lease value JSON;
+flannel `pkg/subnet/etcd/registry.go`), so Go flanneld nodes and flanneld-py nodes share one etcd.
+Leases are etcd leases of 24 h; renewal grants a new one and re-puts the value (flannel never uses
+KeepAlive). Where flannel's behaviour is a known fault this module does better (decisions.md):
+a lost creation race tries another subnet (#1), an unparseable key or value is skipped and counted
+instead of clearing every peer (#2), reservations stay leaseless (#7).
+
+The etcd client (etcd-sdk-python, imported as `pyetcd`) is used only by `EtcdRegistry`, a small
+wrapper whose methods raise `DatastoreUnavailable` for every connection-level failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import random
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pyetcd
+import pyetcd.exceptions
+
+from subnet.allocate import choose_subnets
+from subnet.config import NetworkConfig, check_network_config, parse_config
+from subnet.lease import Lease, LeaseAttrs, LeaseFormatError, parse_subnet_key
+
+log = logging.getLogger(__name__)
+
+SUBNET_TTL = 24 * 3600  # seconds; flannel's subnetTTL
+RACE_RETRIES = 10
+DEFAULT_ENDPOINTS = "http://127.0.0.1:4001,http://127.0.0.1:2379"
+DEFAULT_PREFIX = "/coreos.com/network"
+_GRPC_OPTIONS = [  # notice a silently dead connection within about 15 s
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+class DatastoreUnavailable(RuntimeError):
+    """etcd could not be reached (every endpoint failed, timed out, or lost its leader)."""
+
+
+class ConfigNotFound(LookupError):
+    """`<prefix>/config` does not exist."""
+
+
+@dataclass(frozen=True)
+class EtcdOptions:
+    """Connection settings, from flanneld's `--etcd-*` flags. `timeout` is per request, seconds."""
+
+    endpoints: str = DEFAULT_ENDPOINTS
+    prefix: str = DEFAULT_PREFIX
+    keyfile: str = ""
+    certfile: str = ""
+    cafile: str = ""
+    username: str = ""
+    password: str = ""
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class StoredLease:
+    """A raw subnet key as listed: full key, value bytes, etcd lease ID (0 = no lease)."""
+
+    key: str
+    value: bytes
+    lease_id: int
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One change under `subnets/`: `kind` "put" or "delete", the full key, the value (b"" for a
+    delete), and the etcd revision of the change."""
+
+    kind: str
+    key: str
+    value: bytes
+    revision: int
+
+
+class Compacted(Exception):
+    """The watch's start revision is older than etcd's compaction horizon: re-list."""
+
+
+def _unavailable(call: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(*args, **kwargs)
+        except (pyetcd.exceptions.Etcd3Exception, grpc.RpcError, ValueError) as err:
+            raise DatastoreUnavailable(f"etcd: {type(err).__name__}: {err}") from err
+
+    return wrapper
+
+
+class EtcdRegistry:
+    """The few etcd operations flannel's protocol needs, over one client with endpoint failover."""
+
+    def __init__(self, opts: EtcdOptions) -> None:
+        self.opts = opts
+        self.prefix = posixpath.normpath("/" + opts.prefix.strip("/"))
+        self.subnets_prefix = posixpath.join(self.prefix, "subnets")
+        self._lock = threading.Lock()
+        self._client: Any = None
+        if bool(opts.keyfile) != bool(opts.certfile):
+            log.warning("--etcd-keyfile and --etcd-certfile must both be set to use TLS client "
+                        "certificates; connecting without them")
+        if not (opts.keyfile and opts.certfile):
+            log.warning("connecting to etcd with http. This is insecure")
+
+    def _endpoints(self) -> list[Any]:
+        creds = None
+        if self.opts.keyfile and self.opts.certfile:
+            ca = Path(self.opts.cafile).read_bytes() if self.opts.cafile else None
+            creds = grpc.ssl_channel_credentials(
+                ca, Path(self.opts.keyfile).read_bytes(), Path(self.opts.certfile).read_bytes()
+            )
+        out = []
+        for raw in self.opts.endpoints.split(","):
+            url = urllib.parse.urlsplit(raw.strip())
+            if not url.hostname or url.scheme not in ("http", "https"):
+                raise ValueError(f"--etcd-endpoints: {raw!r} is not a URL like http://10.0.0.1:2379")
+            secure = url.scheme == "https" and creds is not None
+            out.append(pyetcd.Endpoint(url.hostname, url.port or 2379, secure=secure,
+                                       creds=creds if secure else None, time_retry=1.0,
+                                       opts=_GRPC_OPTIONS))
+        return out
+
+    @property
+    def client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = pyetcd.MultiEndpointEtcd3Client(
+                    endpoints=self._endpoints(),
+                    timeout=self.opts.timeout,
+                    user=self.opts.username or None,
+                    password=self.opts.password or None,
+                    failover=True,
+                )
+            return self._client
+
+    def close(self) -> None:
+        """Close the client's channels."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    @_unavailable
+    def get_config(self) -> str:
+        """The raw `<prefix>/config` value. Raises ConfigNotFound, DatastoreUnavailable."""
+        value, _ = self.client.get(posixpath.join(self.prefix, "config"))
+        if value is None:
+            raise ConfigNotFound(
+                "flannel config not found in etcd store. Did you create your config using etcdv3 "
+                f"API? (expected key {posixpath.join(self.prefix, 'config')})"
+            )
+        return str(value.decode())
+
+    @_unavailable
+    def list_subnets(self) -> tuple[list[StoredLease], int]:
+        """Every key under `<prefix>/subnets` (one range request) and the store revision."""
+        resp = self.client.get_prefix_response(self.subnets_prefix)
+        items = [StoredLease(kv.key.decode(), kv.value, kv.lease) for kv in resp.kvs]
+        return items, int(resp.header.revision)
+
+    @_unavailable
+    def ttl(self, lease_id: int) -> float | None:
+        """Seconds an etcd lease has left; None for no lease or one that is gone."""
+        if lease_id == 0:
+            return None
+        ttl = int(self.client.get_lease_info(lease_id).TTL)
+        return None if ttl < 0 else float(ttl)
+
+    @_unavailable
+    def grant(self, ttl: int) -> int:
+        """A new etcd lease of `ttl` seconds; returns its ID."""
+        return int(self.client.lease(ttl).id)
+
+    @_unavailable
+    def revoke(self, lease_id: int) -> None:
+        """Revoke an etcd lease (its keys are deleted)."""
+        self.client.revoke_lease(lease_id)
+
+    @_unavailable
+    def create(self, key: str, value: bytes, lease_id: int) -> bool:
+        """Put `key` only if it does not exist (one transaction). False when it already existed."""
+        c = self.client
+        ok, _ = c.transaction(
+            compare=[c.transactions.version(key) == 0],
+            success=[c.transactions.put(key, value, lease_id)],
+            failure=[],
+        )
+        return bool(ok)
+
+    @_unavailable
+    def put(self, key: str, value: bytes, lease_id: int = 0) -> None:
+        """Write `key` unconditionally, attached to `lease_id` (0: no lease)."""
+        self.client.put(key, value, lease=lease_id)
+
+    @_unavailable
+    def delete(self, key: str) -> None:
+        """Delete `key` (absent is fine)."""
+        self.client.delete(key)
+
+    def watch(self, prefix: str, start_revision: int) -> tuple[Iterator[WatchEvent], Callable[[], None]]:
+        """Watch every key under `prefix` from `start_revision` on.
+
+        Returns (events, cancel). Iterating raises `Compacted` when the revision is no longer
+        available and `DatastoreUnavailable` when the connection fails.
+        """
+        try:
+            responses, cancel = self.client.watch_prefix_response(prefix, start_revision=start_revision)
+        except pyetcd.exceptions.RevisionCompactedError as err:
+            raise Compacted(str(err.compacted_revision)) from err
+        except (pyetcd.exceptions.Etcd3Exception, grpc.RpcError, ValueError) as err:
+            raise DatastoreUnavailable(f"etcd watch: {type(err).__name__}: {err}") from err
+
+        def events() -> Iterator[WatchEvent]:
+            try:
+                for resp in responses:
+                    for ev in resp.events:
+                        kind = "delete" if isinstance(ev, pyetcd.events.DeleteEvent) else "put"
+                        yield WatchEvent(kind, ev.key.decode(), ev.value, int(ev.mod_revision))
+            except pyetcd.exceptions.RevisionCompactedError as err:
+                raise Compacted(str(err.compacted_revision)) from err
+            except (pyetcd.exceptions.Etcd3Exception, grpc.RpcError, ValueError) as err:
+                raise DatastoreUnavailable(f"etcd watch: {type(err).__name__}: {err}") from err
+            raise DatastoreUnavailable("etcd watch stream ended")
+
+        return events(), cancel
+
+
+def decode_lease(item: StoredLease) -> Lease:
+    """A listed key and value as a `Lease` (expiration unknown). Raises LeaseFormatError."""
+    v4, v6 = parse_subnet_key(item.key)
+    return Lease(v4, v6, LeaseAttrs.decode(item.value), lease_id=item.lease_id)
+
+
+class EtcdSubnetManager:
+    """Own lease acquisition and renewal, and the peer watch, against one etcd cluster.
+
+    `previous` is the (IPv4, IPv6) subnet of the node's old subnet.env, preferred when free.
+    `on_invalid(key, reason)` is called for every key or value under `subnets/` that cannot be
+    parsed (the key is skipped, nothing else changes).
+    """
+
+    def __init__(self, registry: EtcdRegistry, previous: tuple[Any, Any] = (None, None),
+                 on_invalid: Callable[[str, str], None] | None = None) -> None:
+        self.registry = registry
+        self.previous = previous
+        self.on_invalid = on_invalid or (lambda key, reason: None)
+        self._invalid_seen: set[tuple[str, bytes]] = set()
+
+    # --- config ---------------------------------------------------------------------------------
+
+    def get_network_config(self) -> NetworkConfig:
+        """Read, parse and validate `<prefix>/config`.
+
+        Raises ConfigNotFound, ConfigError (invalid config), DatastoreUnavailable.
+        """
+        return check_network_config(parse_config(self.registry.get_config()))
+
+    # --- own lease ------------------------------------------------------------------------------
+
+    def _leases(self) -> list[Lease]:
+        items, _ = self.registry.list_subnets()
+        out = []
+        for item in items:
+            try:
+                out.append(decode_lease(item))
+            except LeaseFormatError as err:
+                self._invalid(item, str(err))
+        return out
+
+    def _invalid(self, item: StoredLease, reason: str) -> None:
+        token = (item.key, item.value)
+        if token not in self._invalid_seen:
+            self._invalid_seen.add(token)
+            log.warning("skipping invalid lease %s: %s", item.key, reason)
+        self.on_invalid(item.key, reason)
+
+    def acquire_lease(self, cfg: NetworkConfig, attrs: LeaseAttrs,
+                      rng: random.Random | None = None) -> Lease:
+        """Take this node's lease, in flannel's order (same public IP, previous subnet, random).
+
+        A key created by another node between our list and our create makes us re-list and try
+        another subnet, up to RACE_RETRIES times. Raises OutOfSubnets, DatastoreUnavailable,
+        RuntimeError (races lost every time).
+        """
+        rng = rng or random.Random()
+        for _ in range(RACE_RETRIES):
+            leases = self._leases()
+            choice = choose_subnets(cfg, leases, attrs.public_ip, attrs.public_ipv6,
+                                    self.previous, rng)
+            for stale in choice.stale:
+                log.info("deleting this node's lease %s: it does not fit the network config",
+                         stale.key)
+                self.registry.delete(self._key(stale.key))
+            value = attrs.encode()
+            if choice.reuse is not None:
+                lease = choice.reuse
+                if lease.lease_id == 0:  # a reservation stays leaseless (decisions #7)
+                    self.registry.put(self._key(lease.key), value, 0)
+                    log.info("using reserved subnet %s", lease.key)
+                    return Lease(lease.subnet, lease.ipv6_subnet, attrs, None, 0)
+                lease_id = self.registry.grant(SUBNET_TTL)
+                self.registry.put(self._key(lease.key), value, lease_id)
+                log.info("reusing lease %s (%s)", lease.key, choice.reason)
+                return Lease(lease.subnet, lease.ipv6_subnet, attrs,
+                             time.time() + SUBNET_TTL, lease_id)
+            new = Lease(choice.subnet, choice.ipv6_subnet, attrs)
+            lease_id = self.registry.grant(SUBNET_TTL)
+            if self.registry.create(self._key(new.key), value, lease_id):
+                log.info("acquired lease %s (%s)", new.key, choice.reason)
+                return Lease(new.subnet, new.ipv6_subnet, attrs, time.time() + SUBNET_TTL, lease_id)
+            self.registry.revoke(lease_id)
+            log.info("subnet %s was taken by another node meanwhile; trying another", new.key)
+            self.previous = (None, None)
+        raise RuntimeError(f"could not create a lease after {RACE_RETRIES} tries: another node "
+                           "took each chosen subnet first")
+
+    def renew_lease(self, lease: Lease) -> Lease:
+        """Re-put the lease with a fresh 24 h etcd lease (flannel RenewLease). A reservation is
+        re-written unchanged. Raises DatastoreUnavailable."""
+        if lease.lease_id == 0:
+            return lease
+        lease_id = self.registry.grant(SUBNET_TTL)
+        self.registry.put(self._key(lease.key), lease.attrs.encode(), lease_id)
+        return Lease(lease.subnet, lease.ipv6_subnet, lease.attrs, time.time() + SUBNET_TTL, lease_id)
+
+    def _key(self, subnet_key: str) -> str:
+        return posixpath.join(self.registry.subnets_prefix, subnet_key)
+
+    # --- peers ----------------------------------------------------------------------------------
+
+    def watch_leases(
+        self,
+        on_snapshot: Callable[[list[Lease]], None],
+        on_put: Callable[[Lease], None],
+        on_delete: Callable[[str], None],
+        stop: threading.Event,
+        on_state: Callable[[str], None] = lambda state: None,
+    ) -> None:
+        """List, then watch `subnets/` until `stop` is set; calls back with what changed.
+
+        `on_snapshot` gets every valid lease after each (re)list, `on_put` each created or renewed
+        lease, `on_delete` the subnet key of each deleted or expired one. A compaction past our
+        revision leads to a re-list; a connection failure to a re-watch from the saved revision
+        after a backoff of 0.1 s doubling to 5 s. `on_state` hears "listed", "watching",
+        "compacted", "unavailable" for health reporting.
+        """
+        revision: int | None = None
+        backoff = 0.1
+        current: list[Callable[[], None]] = []  # the open watch's cancel, for the stopper
+
+        def stopper() -> None:
+            stop.wait()
+            for cancel in list(current):
+                cancel()
+
+        threading.Thread(target=stopper, name="etcd-watch-stop", daemon=True).start()
+        while not stop.is_set():
+            try:
+                if revision is None:
+                    items, rev = self.registry.list_subnets()
+                    leases = []
+                    for item in items:
+                        try:
+                            leases.append(decode_lease(item))
+                        except LeaseFormatError as err:
+                            self._invalid(item, str(err))
+                    on_snapshot(leases)
+                    on_state("listed")
+                    revision = rev + 1
+                events, cancel = self.registry.watch(self.registry.subnets_prefix, revision)
+                current[:] = [cancel]
+                on_state("watching")
+                for ev in events:
+                    backoff = 0.1
+                    revision = ev.revision + 1
+                    self._handle_event(ev, on_put, on_delete)
+                    if stop.is_set():
+                        break
+            except Compacted:
+                log.info("etcd history was compacted past revision %s; re-listing", revision)
+                on_state("compacted")
+                revision = None
+            except DatastoreUnavailable as err:
+                if stop.is_set():
+                    return
+                log.warning("etcd watch interrupted (%s); retrying in %.1f s", err, backoff)
+                on_state("unavailable")
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _handle_event(self, ev: WatchEvent, on_put: Callable[[Lease], None],
+                      on_delete: Callable[[str], None]) -> None:
+        item = StoredLease(ev.key, ev.value, 0)
+        if ev.kind == "delete":
+            try:
+                parse_subnet_key(ev.key)
+            except LeaseFormatError as err:
+                self._invalid(item, str(err))
+                return
+            on_delete(posixpath.basename(ev.key))
+            return
+        try:
+            on_put(decode_lease(item))
+        except LeaseFormatError as err:
+            self._invalid(item, str(err))

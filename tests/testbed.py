@@ -1,0 +1,416 @@
+"""The testbed: several flannel nodes on one machine, with a real etcd and the real kernel.
+
+Used by the integration tests, the demo and the benchmarks. It must run inside a private network
+namespace (`tests/private-netns`), which holds the underlay bridge `br0` (198.18.0.254/24) and etcd;
+each node is a named network namespace with `eth0` = 198.18.0.<i>/24 on that bridge, running
+flanneld-py as its own process; each pod is a namespace below a node, created by CNI ADD through
+the `flannel` plugin, which delegates to Debian's `bridge` and `host-local` plugins.
+
+Everything carries a per-run prefix (`fpy<pid>-`), and `cleanup()` removes it all, killing only the
+processes this testbed started, by PID. Leftovers of crashed runs (prefix of a dead PID) are removed
+at start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+REPO = Path(__file__).resolve().parent.parent
+CNI_PLUGINS = Path("/usr/lib/cni")
+UNDERLAY_GW = "198.18.0.254"
+ETCD_URL = f"http://{UNDERLAY_GW}:2379"
+DEFAULT_NETWORK = '{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}'
+
+T = TypeVar("T")
+
+
+class TestbedError(RuntimeError):
+    """The testbed could not be built or a condition was not reached in time."""
+
+
+def in_private_netns() -> bool:
+    """True inside the namespace made by `tests/private-netns` (it exports FPY_PRIVATE_NETNS)."""
+    try:
+        here = os.readlink("/proc/self/ns/net")
+    except OSError:
+        return False
+    return bool(os.environ.get("FPY_PRIVATE_NETNS")) and os.environ["FPY_PRIVATE_NETNS"] == here
+
+
+def sh(cmd: Sequence[str], check: bool = True, input: str | None = None,
+       env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run a command, capturing its output; raises TestbedError with stderr when it fails."""
+    res = subprocess.run(list(cmd), input=input, capture_output=True, text=True, env=env,
+                         timeout=timeout)
+    if check and res.returncode != 0:
+        raise TestbedError(f"{' '.join(cmd)} failed ({res.returncode}): "
+                           f"{res.stderr.strip() or res.stdout.strip()}")
+    return res
+
+
+def wait_for(what: str, probe: Callable[[], T], timeout: float = 30.0,
+             interval: float = 0.1) -> T:
+    """Poll `probe` until it returns something truthy; raises TestbedError with the last value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = probe()
+        except Exception as err:  # a probe may fail while things come up
+            last = err
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            raise TestbedError(f"timed out after {timeout:.0f} s waiting for {what}; "
+                               f"last seen: {last!r}")
+        time.sleep(interval)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_namespaces() -> None:
+    """Delete `fpy<pid>-*` namespaces whose creating process is gone (a crashed earlier run)."""
+    res = sh(["ip", "netns", "list"], check=False)
+    for line in res.stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        if not name.startswith("fpy") or "-" not in name:
+            continue
+        pid = name[3:].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            sh(["ip", "netns", "del", name], check=False)
+
+
+@dataclass
+class Pod:
+    """A pod: its namespace, container ID, node, and the IP its CNI ADD returned."""
+
+    name: str
+    netns: str
+    container_id: str
+    node: Node
+    ip: str = ""
+
+
+@dataclass
+class Node:
+    """A node namespace with its underlay address, work directory and flanneld-py process."""
+
+    index: int
+    netns: str
+    address: str
+    workdir: Path
+    process: subprocess.Popen[bytes] | None = None
+    pods: list[Pod] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"node{self.index}"
+
+    @property
+    def subnet_file(self) -> Path:
+        return self.workdir / "subnet.env"
+
+    @property
+    def log_file(self) -> Path:
+        return self.workdir / "flanneld.log"
+
+    def subnet_env(self) -> dict[str, str]:
+        """The node's subnet.env as a dict ({} while it does not exist)."""
+        try:
+            text = self.subnet_file.read_text()
+        except FileNotFoundError:
+            return {}
+        return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+    def log(self) -> str:
+        try:
+            return self.log_file.read_text()
+        except FileNotFoundError:
+            return ""
+
+
+class Testbed:
+    """Builds and tears down the multi-node overlay; see the module docstring."""
+
+    def __init__(self, mtu: int = 1500, etcd_prefix: str = "/coreos.com/network") -> None:
+        if not in_private_netns():
+            raise TestbedError("refusing to run in the machine's own network namespace; run "
+                               "through tests/private-netns (as `make test` and `make demo` do)")
+        if os.geteuid() != 0:
+            raise TestbedError("the testbed needs root (network namespaces)")
+        remove_stale_namespaces()
+        self.prefix = f"fpy{os.getpid()}-"
+        self.mtu = mtu
+        self.etcd_prefix = etcd_prefix
+        self.workdir = Path(tempfile.mkdtemp(prefix=self.prefix))
+        self.nodes: list[Node] = []
+        self.etcd: subprocess.Popen[bytes] | None = None
+        self._client: Any = None
+        self._pod_count = 0
+        self.cni_bin = self.workdir / "cni-bin"
+        self._setup_underlay()
+        self._setup_cni_bin()
+
+    # --- underlay and etcd ----------------------------------------------------------------------
+
+    def _setup_underlay(self) -> None:
+        sh(["ip", "link", "set", "lo", "up"])
+        sh(["ip", "link", "add", "br0", "mtu", str(self.mtu), "type", "bridge"])
+        sh(["ip", "addr", "add", f"{UNDERLAY_GW}/24", "dev", "br0"])
+        sh(["ip", "link", "set", "br0", "up"])
+
+    def _setup_cni_bin(self) -> None:
+        self.cni_bin.mkdir()
+        for plugin in ("bridge", "host-local", "loopback", "portmap"):
+            (self.cni_bin / plugin).symlink_to(CNI_PLUGINS / plugin)
+        wrapper = self.cni_bin / "flannel"
+        wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={REPO} exec {sys.executable} "
+                           "-m flanneld_py.cni \"$@\"\n")
+        wrapper.chmod(0o755)
+
+    def start_etcd(self) -> None:
+        """Start etcd on the underlay address and wait until it answers."""
+        data = self.workdir / "etcd"
+        log = open(self.workdir / "etcd.log", "wb")
+        peer = "http://127.0.0.1:2380"
+        self.etcd = subprocess.Popen(
+            ["etcd", "--name", "fpy", "--data-dir", str(data),
+             "--listen-client-urls", ETCD_URL, "--advertise-client-urls", ETCD_URL,
+             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+             "--initial-cluster", f"fpy={peer}", "--log-level", "warn"],
+            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        wait_for("etcd to answer", lambda: self.client.status() is not None, timeout=30)
+
+    def stop_etcd(self) -> None:
+        """Stop etcd (SIGTERM, by PID) and wait for it to exit."""
+        if self.etcd is not None:
+            self.etcd.terminate()
+            self.etcd.wait(timeout=20)
+            self.etcd = None
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    @property
+    def client(self) -> Any:
+        """An etcd client (etcd-sdk-python) for the test's own reads and writes."""
+        if self._client is None:
+            import pyetcd
+
+            self._client = pyetcd.MultiEndpointEtcd3Client(
+                endpoints=[pyetcd.Endpoint(UNDERLAY_GW, 2379, secure=False, time_retry=0.5)],
+                timeout=5, failover=True)
+        return self._client
+
+    def put_config(self, config: str = DEFAULT_NETWORK) -> None:
+        """Write the network config to `<prefix>/config`."""
+        self.client.put(f"{self.etcd_prefix}/config", config)
+
+    def leases(self) -> dict[str, bytes]:
+        """Every subnet key (`10.244.3.0-24`) and its value."""
+        out = {}
+        for value, meta in self.client.get_prefix(f"{self.etcd_prefix}/subnets/"):
+            out[meta.key.decode().rsplit("/", 1)[1]] = value
+        return out
+
+    # --- nodes ----------------------------------------------------------------------------------
+
+    def add_node(self) -> Node:
+        """Create the next node namespace, wired to the underlay bridge."""
+        i = len(self.nodes) + 1
+        node = Node(i, f"{self.prefix}n{i}", f"198.18.0.{i}", self.workdir / f"n{i}")
+        node.workdir.mkdir()
+        host_if = f"v{os.getpid() % 100000}n{i}"
+        sh(["ip", "netns", "add", node.netns])
+        sh(["ip", "link", "add", host_if, "mtu", str(self.mtu), "type", "veth", "peer", "name",
+            "eth0", "netns", node.netns])
+        sh(["ip", "link", "set", host_if, "master", "br0", "up"])
+        self.node_sh(node, "ip", "link", "set", "lo", "up")
+        self.node_sh(node, "ip", "addr", "add", f"{node.address}/24", "dev", "eth0")
+        self.node_sh(node, "ip", "link", "set", "eth0", "mtu", str(self.mtu), "up")
+        self.node_sh(node, "ip", "route", "add", "default", "via", UNDERLAY_GW)
+        self.node_sh(node, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+        self.nodes.append(node)
+        return node
+
+    def node_sh(self, node: Node, *cmd: str, check: bool = True,
+                timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run a command inside a node's namespace."""
+        return sh(["ip", "netns", "exec", node.netns, *cmd], check=check, timeout=timeout)
+
+    def start_daemon(self, node: Node, *extra: str) -> None:
+        """Start flanneld-py in the node's namespace (output appended to the node's log)."""
+        log = open(node.log_file, "ab")
+        node.process = subprocess.Popen(
+            ["ip", "netns", "exec", node.netns, sys.executable, "-m", "flanneld_py",
+             f"--etcd-endpoints={ETCD_URL}", f"--etcd-prefix={self.etcd_prefix}",
+             f"--subnet-file={node.subnet_file}", *extra],
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)})
+        log.close()
+
+    def stop_daemon(self, node: Node, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        """Signal the node's daemon (by PID) and wait for it; returns its exit status."""
+        proc = node.process
+        if proc is None:
+            return 0
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        node.process = None
+        return code
+
+    def wait_subnet(self, node: Node, timeout: float = 60) -> str:
+        """Wait for the node's subnet.env; returns FLANNEL_SUBNET."""
+        def probe() -> str:
+            if node.process is not None and node.process.poll() is not None:
+                raise TestbedError(f"flanneld-py on {node.name} exited with "
+                                   f"{node.process.returncode}:\n{node.log()[-3000:]}")
+            return node.subnet_env().get("FLANNEL_SUBNET", "")
+        try:
+            return wait_for(f"{node.name}'s subnet.env", probe, timeout)
+        except TestbedError as err:
+            raise TestbedError(f"{err}\n--- {node.name} log ---\n{node.log()[-3000:]}") from None
+
+    def routes(self, node: Node, dev: str = "flannel.1") -> set[str]:
+        """Destinations of the node's routes through the overlay device."""
+        res = self.node_sh(node, "ip", "-j", "route", "show", "dev", dev, check=False)
+        if res.returncode != 0 or not res.stdout.strip():
+            return set()
+        return {r["dst"] for r in json.loads(res.stdout)}
+
+    def neighbours(self, node: Node, dev: str = "flannel.1") -> dict[str, str]:
+        """Permanent neighbour entries of the overlay device: {IP: MAC}."""
+        res = self.node_sh(node, "ip", "-j", "neigh", "show", "dev", dev, "nud", "permanent",
+                           check=False)
+        if res.returncode != 0 or not res.stdout.strip():
+            return {}
+        return {n["dst"]: n.get("lladdr", "") for n in json.loads(res.stdout)}
+
+    def fdb(self, node: Node, dev: str = "flannel.1") -> set[tuple[str, str]]:
+        """FDB entries of the overlay device with a remote: {(MAC, remote IP)}."""
+        res = self.node_sh(node, "bridge", "-j", "fdb", "show", "dev", dev, check=False)
+        if res.returncode != 0 or not res.stdout.strip():
+            return set()
+        return {(e["mac"], e["dst"]) for e in json.loads(res.stdout) if "dst" in e}
+
+    def vtep_mac(self, node: Node, dev: str = "flannel.1") -> str:
+        """The MAC of the node's overlay device."""
+        res = self.node_sh(node, "ip", "-j", "link", "show", dev)
+        return str(json.loads(res.stdout)[0]["address"])
+
+    def subnet_of(self, node: Node) -> str:
+        """The node's subnet in CIDR form (`10.244.3.0/24`), from its subnet.env."""
+        import ipaddress
+
+        return str(ipaddress.ip_interface(node.subnet_env()["FLANNEL_SUBNET"]).network)
+
+    def wait_converged(self, timeout: float = 60) -> None:
+        """Wait until every running node has a route to every other running node's subnet."""
+        running = [n for n in self.nodes if n.process is not None]
+        for node in running:
+            want = {self.subnet_of(o) for o in running if o is not node}
+            wait_for(f"{node.name} to have routes to {sorted(want)}",
+                     lambda node=node, want=want: want <= self.routes(node), timeout)
+
+    # --- pods -----------------------------------------------------------------------------------
+
+    def cni_conf(self, node: Node) -> dict[str, Any]:
+        """The flannel plugin's network config for a node (as kubelet would pass it)."""
+        return {
+            "cniVersion": "0.3.1", "name": "cbr0", "type": "flannel",
+            "subnetFile": str(node.subnet_file), "dataDir": str(node.workdir / "cni-flannel"),
+            "ipam": {"dataDir": str(node.workdir / "cni-ipam")},
+            "delegate": {"hairpinMode": True, "isDefaultGateway": True},
+        }
+
+    def cni(self, node: Node, command: str, pod: Pod) -> subprocess.CompletedProcess[str]:
+        """Run the flannel CNI plugin in the node's namespace for `pod`."""
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "CNI_COMMAND": command, "CNI_CONTAINERID": pod.container_id,
+            "CNI_NETNS": f"/run/netns/{pod.netns}", "CNI_IFNAME": "eth0",
+            "CNI_PATH": str(self.cni_bin),
+        }
+        return sh(["ip", "netns", "exec", node.netns, str(self.cni_bin / "flannel")],
+                  input=json.dumps(self.cni_conf(node)), env=env, check=False)
+
+    def add_pod(self, node: Node) -> Pod:
+        """Create a pod namespace on `node` and attach it with CNI ADD; returns the pod."""
+        self._pod_count += 1
+        j = len(node.pods) + 1
+        pod = Pod(f"{node.name}-pod{j}", f"{node.netns}-p{j}",
+                  f"{self.prefix}c{self._pod_count}", node)
+        sh(["ip", "netns", "add", pod.netns])
+        sh(["ip", "netns", "exec", pod.netns, "ip", "link", "set", "lo", "up"])
+        res = self.cni(node, "ADD", pod)
+        if res.returncode != 0:
+            raise TestbedError(f"CNI ADD for {pod.name} failed: {res.stdout} {res.stderr}")
+        result = json.loads(res.stdout)
+        pod.ip = result["ips"][0]["address"].split("/")[0]
+        node.pods.append(pod)
+        return pod
+
+    def del_pod(self, pod: Pod) -> None:
+        """CNI DEL, then delete the pod namespace."""
+        res = self.cni(pod.node, "DEL", pod)
+        if res.returncode != 0:
+            raise TestbedError(f"CNI DEL for {pod.name} failed: {res.stdout} {res.stderr}")
+        sh(["ip", "netns", "del", pod.netns], check=False)
+        pod.node.pods.remove(pod)
+
+    def ping(self, pod: Pod, ip: str, count: int = 1, timeout: int = 2) -> bool:
+        """True when `ip` answers pings from inside `pod`."""
+        res = sh(["ip", "netns", "exec", pod.netns, "ping", "-n", "-q", "-c", str(count),
+                  "-W", str(timeout), ip], check=False, timeout=timeout * count + 10)
+        return res.returncode == 0
+
+    # --- teardown -------------------------------------------------------------------------------
+
+    def cleanup(self) -> None:
+        """Stop every process this testbed started and delete its namespaces and files."""
+        for node in self.nodes:
+            with contextlib.suppress(Exception):
+                self.stop_daemon(node, signal.SIGKILL, timeout=10)
+        with contextlib.suppress(Exception):
+            self.stop_etcd()
+        res = sh(["ip", "netns", "list"], check=False)
+        for line in res.stdout.splitlines():
+            name = line.split()[0] if line.split() else ""
+            if name.startswith(self.prefix):
+                sh(["ip", "netns", "del", name], check=False)
+        with contextlib.suppress(Exception):
+            sh(["ip", "link", "del", "br0"], check=False)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Testbed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()

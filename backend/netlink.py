@@ -157,8 +157,9 @@ def link_addresses(ipr: IPRoute, index: int, family: int) -> list[tuple[str, int
     ]
 
 
-def ensure_address(ipr: IPRoute, index: int, address: str, prefixlen: int,
-                   remove_within: str | None) -> list[str]:
+def ensure_address(
+    ipr: IPRoute, index: int, address: str, prefixlen: int, remove_within: str | None
+) -> list[str]:
     """Make `address/prefixlen` present on the link and remove other addresses of its family
     inside `remove_within` (a CIDR; None removes no others). Returns the CIDRs removed."""
     family = family_of(address)
@@ -183,8 +184,9 @@ def ensure_address(ipr: IPRoute, index: int, address: str, prefixlen: int,
 
 def replace_neigh(ipr: IPRoute, index: int, ip: str, mac: str) -> None:
     """`ip neigh replace IP lladdr MAC dev INDEX nud permanent`."""
-    ipr.neigh("replace", ifindex=index, dst=ip, lladdr=mac, state=NUD_PERMANENT,
-              family=family_of(ip))
+    ipr.neigh(
+        "replace", ifindex=index, dst=ip, lladdr=mac, state=NUD_PERMANENT, family=family_of(ip)
+    )
 
 
 def delete_neigh(ipr: IPRoute, index: int, ip: str) -> None:
@@ -204,8 +206,16 @@ def delete_fdb(ipr: IPRoute, index: int, mac: str, dst: str) -> None:
 
 def replace_route(ipr: IPRoute, index: int, dst: str, gateway: str) -> None:
     """`ip route replace DST via GATEWAY dev INDEX onlink` in the main table."""
-    ipr.route("replace", dst=dst, gateway=gateway, oif=index, flags=RTNH_F_ONLINK,
-              table=MAIN_TABLE, proto=RTPROT_BOOT, family=family_of(dst))
+    ipr.route(
+        "replace",
+        dst=dst,
+        gateway=gateway,
+        oif=index,
+        flags=RTNH_F_ONLINK,
+        table=MAIN_TABLE,
+        proto=RTPROT_BOOT,
+        family=family_of(dst),
+    )
 
 
 def delete_route(ipr: IPRoute, index: int, dst: str) -> None:

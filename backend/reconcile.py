@@ -1,8 +1,8 @@
 """Make the kernel match the desired peer table, writing only the differences.
 
 Per peer the overlay needs three kernel objects on `flannel.<VNI>` (flannel
-`pkg/backend/vxlan/vxlan_network.go`): a neighbour entry (peer VTEP IP -> peer VTEP MAC), an FDB entry
-(peer VTEP MAC -> peer public IP) and an onlink route (peer subnet via peer VTEP IP). They are
+`pkg/backend/vxlan/vxlan_network.go`): a neighbour entry (peer VTEP IP -> peer VTEP MAC), an FDB
+entry (peer VTEP MAC -> peer public IP) and an onlink route (peer subnet via peer VTEP IP). They are
 written in that order, so the route never points at an address the kernel would have to resolve.
 
 Two passes, one worker:
@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from subnet.peers import PeerTable
 
@@ -45,7 +45,7 @@ class PeerEntry:
 
 @dataclass
 class KernelState:
-    """The device's per-peer objects: neighbours {IP: MAC}, FDB {(MAC, remote)}, routes {dst: gw}."""
+    """A device's per-peer objects: neighbours {IP: MAC}, FDB {(MAC, remote)}, routes {dst: gw}."""
 
     neighs: dict[str, str] = field(default_factory=dict)
     fdb: set[tuple[str, str]] = field(default_factory=set)
@@ -120,7 +120,10 @@ class SyncResult:
     retry: set[str] = field(default_factory=set)
 
 
-class Reconciler:
+V = TypeVar("V")
+
+
+class Reconciler(Generic[V]):
     """The one worker that owns the kernel entries of one device.
 
     `select` turns a peer record into this device's `PeerEntry` (None: not on this device).
@@ -129,9 +132,9 @@ class Reconciler:
 
     def __init__(
         self,
-        table: PeerTable[object],
+        table: PeerTable[V],
         datapath: Datapath,
-        select: Callable[[object], PeerEntry | None],
+        select: Callable[[V], PeerEntry | None],
         resync_period: float = 30.0,
         retries: int = 3,
         backoff: float = 0.1,
@@ -207,8 +210,15 @@ class Reconciler:
                 return True
             except Exception as err:  # netlink errors are many kinds; every one is retried
                 if attempt == self.retries:
-                    log.warning("kernel write failed after %d tries: %s %s %s %s: %s",
-                                attempt, op.action, op.kind, op.a, op.b or "", err)
+                    log.warning(
+                        "kernel write failed after %d tries: %s %s %s %s: %s",
+                        attempt,
+                        op.action,
+                        op.kind,
+                        op.a,
+                        op.b or "",
+                        err,
+                    )
                     return False
                 time.sleep(delay)
                 delay *= 2
@@ -230,8 +240,10 @@ class Reconciler:
             if not self.table.synced:
                 self.table.mark_dirty(dirty)
                 continue
-            due = (self.last_full_sync is None
-                   or self.clock() - self.last_full_sync >= self.resync_period)
+            due = (
+                self.last_full_sync is None
+                or self.clock() - self.last_full_sync >= self.resync_period
+            )
             try:
                 if due or full_requested:
                     result = self.full_sync()

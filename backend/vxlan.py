@@ -70,8 +70,9 @@ def parse_vxlan_config(backend: dict[str, Any]) -> VXLANConfig:
             if not isinstance(raw, bool):
                 raise ConfigError(field, f"must be true or false, got {raw!r}")
         elif isinstance(raw, bool) or not isinstance(raw, int) or not lo <= raw <= hi:
-            raise ConfigError(field, f"must be a whole number from {lo} to {hi} "
-                              f"like {example}, got {raw!r}")
+            raise ConfigError(
+                field, f"must be a whole number from {lo} to {hi} like {example}, got {raw!r}"
+            )
         values[name] = raw
     return VXLANConfig(**values)
 
@@ -134,14 +135,21 @@ def peer_from_lease(lease: Lease) -> VxlanPeer | None:
         data = lease.attrs.backend_data
         if not isinstance(data, dict):
             raise PeerFormatError(f"BackendData must be an object, got {data!r}")
-        v4 = PeerEntry(str(lease.subnet), str(lease.subnet.network_address),
-                       _parse_mac(json_fields(data).get("vtepmac")), str(lease.attrs.public_ip))
+        v4 = PeerEntry(
+            str(lease.subnet),
+            str(lease.subnet.network_address),
+            _parse_mac(json_fields(data).get("vtepmac")),
+            str(lease.attrs.public_ip),
+        )
     if lease.ipv6_subnet is not None and lease.attrs.public_ipv6 is not None:
         data = lease.attrs.backend_v6_data
         if isinstance(data, dict):
-            v6 = PeerEntry(str(lease.ipv6_subnet), str(lease.ipv6_subnet.network_address),
-                           _parse_mac(json_fields(data).get("vtepmac")),
-                           str(lease.attrs.public_ipv6))
+            v6 = PeerEntry(
+                str(lease.ipv6_subnet),
+                str(lease.ipv6_subnet.network_address),
+                _parse_mac(json_fields(data).get("vtepmac")),
+                str(lease.attrs.public_ipv6),
+            )
     return VxlanPeer(v4, v6)
 
 
@@ -153,15 +161,28 @@ class VxlanDevice:
     set once the lease is known.
     """
 
-    def __init__(self, cfg: VXLANConfig, version: int, local: str, lower_index: int,
-                 lower_mtu: int, mac: str | None = None) -> None:
+    def __init__(
+        self,
+        cfg: VXLANConfig,
+        version: int,
+        local: str,
+        lower_index: int,
+        lower_mtu: int,
+        mac: str | None = None,
+    ) -> None:
         self.version = version
         self.family = socket.AF_INET if version == 4 else socket.AF_INET6
         base = cfg.mtu or lower_mtu
         self.spec = netlink.VxlanSpec(
-            name=device_name(cfg.vni, version), vni=cfg.vni, local=local,
-            lower_index=lower_index, port=cfg.port, learning=cfg.learning, gbp=cfg.gbp,
-            mtu=overlay_mtu(base, ":" in local), mac=mac or random_mac(),
+            name=device_name(cfg.vni, version),
+            vni=cfg.vni,
+            local=local,
+            lower_index=lower_index,
+            port=cfg.port,
+            learning=cfg.learning,
+            gbp=cfg.gbp,
+            mtu=overlay_mtu(base, ":" in local),
+            mac=mac or random_mac(),
         )
         self.index = 0
         self.address: str | None = None
@@ -197,7 +218,9 @@ class VxlanDevice:
             return f"its VNI is {link.vni}, not {s.vni}"
         if link.lower_index not in (None, s.lower_index):
             return f"its lower device is index {link.lower_index}, not {s.lower_index}"
-        if link.local is not None and ipaddress.ip_address(link.local) != ipaddress.ip_address(s.local):
+        if link.local is not None and ipaddress.ip_address(link.local) != ipaddress.ip_address(
+            s.local
+        ):
             return f"its local address is {link.local}, not {s.local}"
         if (link.port or KERNEL_DEFAULT_PORT) != (s.port or KERNEL_DEFAULT_PORT):
             return f"its UDP port is {link.port}, not {s.port or KERNEL_DEFAULT_PORT}"
@@ -225,19 +248,32 @@ class VxlanDevice:
             if link is None:
                 link = netlink.create_vxlan(self.ipr, self.spec)
                 created = True
-                log.info("created %s (VNI %d, local %s, MAC %s, MTU %d)", self.spec.name,
-                         self.spec.vni, self.spec.local, self.spec.mac, self.spec.mtu)
+                log.info(
+                    "created %s (VNI %d, local %s, MAC %s, MTU %d)",
+                    self.spec.name,
+                    self.spec.vni,
+                    self.spec.local,
+                    self.spec.mac,
+                    self.spec.mtu,
+                )
             elif link.mac != self.spec.mac:
-                log.warning("%s has MAC %s, expected %s; recreating", self.spec.name, link.mac,
-                            self.spec.mac)
+                log.warning(
+                    "%s has MAC %s, expected %s; recreating",
+                    self.spec.name,
+                    link.mac,
+                    self.spec.mac,
+                )
                 netlink.delete_link(self.ipr, link.index)
                 link = netlink.create_vxlan(self.ipr, self.spec)
                 created = True
             if link.mtu != self.spec.mtu:
                 log.info("setting %s MTU %d (was %d)", self.spec.name, self.spec.mtu, link.mtu)
-            netlink.set_link(self.ipr, link.index,
-                             mtu=self.spec.mtu if link.mtu != self.spec.mtu else None,
-                             up=not link.up)
+            netlink.set_link(
+                self.ipr,
+                link.index,
+                mtu=self.spec.mtu if link.mtu != self.spec.mtu else None,
+                up=not link.up,
+            )
             self.index = link.index
             if self.address is not None:
                 prefix = 32 if self.version == 4 else 128

@@ -1,3 +1,3 @@
-"""flanneld-py: a drop-in Python re-implementation of flanneld, the flannel overlay network daemon."""
+"""flanneld-py: a drop-in Python re-implementation of flanneld, flannel's overlay network daemon."""
 
 __version__ = "0.1.0"

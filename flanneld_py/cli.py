@@ -11,62 +11,142 @@ from flanneld_py import __version__
 from flanneld_py.flags import Flag, FlagError, HelpRequested, parse_flags, usage
 
 FLAGS: list[Flag] = [
-    Flag("etcd-endpoints", "str", "http://127.0.0.1:4001,http://127.0.0.1:2379",
-         "comma-separated list of etcd endpoints (http:// or https:// URLs)"),
+    Flag(
+        "etcd-endpoints",
+        "str",
+        "http://127.0.0.1:4001,http://127.0.0.1:2379",
+        "comma-separated list of etcd endpoints (http:// or https:// URLs)",
+    ),
     Flag("etcd-prefix", "str", "/coreos.com/network", "etcd prefix of the network's keys"),
-    Flag("etcd-keyfile", "str", "", "TLS client key for etcd (TLS is used when both keyfile and "
-         "certfile are set)"),
+    Flag(
+        "etcd-keyfile",
+        "str",
+        "",
+        "TLS client key for etcd (TLS is used when both keyfile and certfile are set)",
+    ),
     Flag("etcd-certfile", "str", "", "TLS client certificate for etcd"),
     Flag("etcd-cafile", "str", "", "CA certificate that signed etcd's server certificate"),
     Flag("etcd-username", "str", "", "username for etcd authentication"),
     Flag("etcd-password", "str", "", "password for etcd authentication"),
-    Flag("kube-subnet-mgr", "bool", False, "take the subnet from the Kubernetes Node "
-         "(spec.podCIDR) instead of etcd", implemented=False),
+    Flag(
+        "kube-subnet-mgr",
+        "bool",
+        False,
+        "take the subnet from the Kubernetes Node (spec.podCIDR) instead of etcd",
+        implemented=False,
+    ),
     Flag("kube-api-url", "str", "", "Kubernetes API server URL (kube mode)", implemented=False),
     Flag("kubeconfig-file", "str", "", "kubeconfig file (kube mode)", implemented=False),
-    Flag("kube-annotation-prefix", "str", "flannel.alpha.coreos.com",
-         "prefix of the Node annotations flannel writes (kube mode)", implemented=False),
-    Flag("iface", "list", [], "interface to use for inter-host traffic, by name or IP address; "
-         "repeat to give fallbacks, tried in order (default: the default route's interface)"),
-    Flag("iface-regex", "list", [], "regex matching the interface's IP addresses or name; "
-         "tried after every --iface", implemented=False),
-    Flag("iface-can-reach", "str", "", "use the interface of the route to this IP address",
-         implemented=False),
-    Flag("public-ip", "str", "", "IPv4 address peers use to reach this node (default: the "
-         "interface's address)"),
-    Flag("public-ipv6", "str", "", "IPv6 address peers use to reach this node",
-         implemented=False),
-    Flag("subnet-file", "str", "/run/flannel/subnet.env",
-         "file flanneld writes the node's subnet, network, MTU and IP masquerade setting to"),
-    Flag("net-config-path", "str", "/etc/kube-flannel/net-conf.json",
-         "network config file (kube mode)", implemented=False),
-    Flag("subnet-lease-renew-margin", "int", 60,
-         "renew the etcd lease this many minutes before it expires (1 to 1439)"),
-    Flag("ip-masq", "bool", False, "set up IP masquerade for traffic leaving the flannel network "
-         "(written to subnet.env as FLANNEL_IPMASQ)"),
-    Flag("ip-masq-fully-random-disable", "bool", False, "do not use --random-fully in the "
-         "MASQUERADE rule", implemented=False),
+    Flag(
+        "kube-annotation-prefix",
+        "str",
+        "flannel.alpha.coreos.com",
+        "prefix of the Node annotations flannel writes (kube mode)",
+        implemented=False,
+    ),
+    Flag(
+        "iface",
+        "list",
+        [],
+        "interface to use for inter-host traffic, by name or IP address; "
+        "repeat to give fallbacks, tried in order (default: the default route's interface)",
+    ),
+    Flag(
+        "iface-regex",
+        "list",
+        [],
+        "regex matching the interface's IP addresses or name; tried after every --iface",
+        implemented=False,
+    ),
+    Flag(
+        "iface-can-reach",
+        "str",
+        "",
+        "use the interface of the route to this IP address",
+        implemented=False,
+    ),
+    Flag(
+        "public-ip",
+        "str",
+        "",
+        "IPv4 address peers use to reach this node (default: the interface's address)",
+    ),
+    Flag("public-ipv6", "str", "", "IPv6 address peers use to reach this node", implemented=False),
+    Flag(
+        "subnet-file",
+        "str",
+        "/run/flannel/subnet.env",
+        "file flanneld writes the node's subnet, network, MTU and IP masquerade setting to",
+    ),
+    Flag(
+        "net-config-path",
+        "str",
+        "/etc/kube-flannel/net-conf.json",
+        "network config file (kube mode)",
+        implemented=False,
+    ),
+    Flag(
+        "subnet-lease-renew-margin",
+        "int",
+        60,
+        "renew the etcd lease this many minutes before it expires (1 to 1439)",
+    ),
+    Flag(
+        "ip-masq",
+        "bool",
+        False,
+        "set up IP masquerade for traffic leaving the flannel network "
+        "(written to subnet.env as FLANNEL_IPMASQ)",
+    ),
+    Flag(
+        "ip-masq-fully-random-disable",
+        "bool",
+        False,
+        "do not use --random-fully in the MASQUERADE rule",
+        implemented=False,
+    ),
     Flag("iptables-resync", "int", 5, "seconds between iptables rule checks", implemented=False),
-    Flag("iptables-forward-rules", "bool", True, "add FORWARD accept rules for the flannel "
-         "network", implemented=False),
-    Flag("ip-blackhole-route", "bool", False, "add a blackhole route for this node's subnet",
-         implemented=False),
-    Flag("healthz-ip", "str", "0.0.0.0", "address the health server listens on",
-         implemented=False),
-    Flag("healthz-port", "int", 0, "port of the health server (0 disables it)",
-         implemented=False),
-    Flag("set-node-network-unavailable", "bool", True, "set the Node's NetworkUnavailable "
-         "condition to False once running (kube mode)", implemented=False),
-    Flag("resync-period", "float", 30.0, "seconds between full comparisons of the kernel's "
-         "neighbour, FDB and route entries with the peer table (flanneld-py only)"),
+    Flag(
+        "iptables-forward-rules",
+        "bool",
+        True,
+        "add FORWARD accept rules for the flannel network",
+        implemented=False,
+    ),
+    Flag(
+        "ip-blackhole-route",
+        "bool",
+        False,
+        "add a blackhole route for this node's subnet",
+        implemented=False,
+    ),
+    Flag("healthz-ip", "str", "0.0.0.0", "address the health server listens on", implemented=False),
+    Flag("healthz-port", "int", 0, "port of the health server (0 disables it)", implemented=False),
+    Flag(
+        "set-node-network-unavailable",
+        "bool",
+        True,
+        "set the Node's NetworkUnavailable condition to False once running (kube mode)",
+        implemented=False,
+    ),
+    Flag(
+        "resync-period",
+        "float",
+        30.0,
+        "seconds between full comparisons of the kernel's "
+        "neighbour, FDB and route entries with the peer table (flanneld-py only)",
+    ),
     Flag("version", "bool", False, "print the version and exit"),
-    Flag("v", "int", 0, "log verbosity: 0 logs lease and peer events, 1 and above also debug "
-         "detail"),
+    Flag(
+        "v", "int", 0, "log verbosity: 0 logs lease and peer events, 1 and above also debug detail"
+    ),
 ]
 
-INTRO = ("flanneld-py gives this node a subnet of the cluster's pod network, leased from etcd, "
-         "writes it to subnet.env for the flannel CNI plugin, and programs the VXLAN overlay to "
-         "every other node. It is a drop-in replacement for flanneld.")
+INTRO = (
+    "flanneld-py gives this node a subnet of the cluster's pod network, leased from etcd, "
+    "writes it to subnet.env for the flannel CNI plugin, and programs the VXLAN overlay to "
+    "every other node. It is a drop-in replacement for flanneld."
+)
 
 
 @dataclass

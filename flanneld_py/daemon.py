@@ -18,7 +18,6 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from backend.reconcile import PeerEntry, Reconciler
 from backend.vxlan import (
@@ -94,13 +93,21 @@ class Daemon:
         self.stop = threading.Event()
         self.counters = Counters()
         self.previous = read_env_file(opts.subnet_file)
-        prev = (previous_cidr(self.previous, "FLANNEL_SUBNET", 4),
-                previous_cidr(self.previous, "FLANNEL_IPV6_SUBNET", 6))
-        self.registry = EtcdRegistry(EtcdOptions(
-            endpoints=opts.etcd_endpoints, prefix=opts.etcd_prefix, keyfile=opts.etcd_keyfile,
-            certfile=opts.etcd_certfile, cafile=opts.etcd_cafile,
-            username=opts.etcd_username, password=opts.etcd_password,
-        ))
+        prev = (
+            previous_cidr(self.previous, "FLANNEL_SUBNET", 4),
+            previous_cidr(self.previous, "FLANNEL_IPV6_SUBNET", 6),
+        )
+        self.registry = EtcdRegistry(
+            EtcdOptions(
+                endpoints=opts.etcd_endpoints,
+                prefix=opts.etcd_prefix,
+                keyfile=opts.etcd_keyfile,
+                certfile=opts.etcd_certfile,
+                cafile=opts.etcd_cafile,
+                username=opts.etcd_username,
+                password=opts.etcd_password,
+            )
+        )
         self.sm = EtcdSubnetManager(self.registry, prev, on_invalid=self._count_invalid)
         self.table: PeerTable[VxlanPeer] = PeerTable()
         self.table.on_change = self._log_peer
@@ -126,21 +133,34 @@ class Daemon:
             return False
         self.cfg = cfg
         if cfg.backend_type not in SUPPORTED_BACKENDS:
-            raise ConfigError("Backend.Type", f"{cfg.backend_type!r} is not supported by "
-                              f"flanneld-py; supported: {', '.join(SUPPORTED_BACKENDS)}")
+            raise ConfigError(
+                "Backend.Type",
+                f"{cfg.backend_type!r} is not supported by "
+                f"flanneld-py; supported: {', '.join(SUPPORTED_BACKENDS)}",
+            )
         if not cfg.enable_ipv4 or cfg.enable_ipv6:
             raise ConfigError("EnableIPv6", "flanneld-py supports IPv4-only networks so far")
         vx = parse_vxlan_config(cfg.backend)
         if vx.direct_routing:
-            log.warning("Backend.DirectRouting is not implemented yet; using the overlay for all "
-                        "peers")
+            log.warning(
+                "Backend.DirectRouting is not implemented yet; using the overlay for all peers"
+            )
         ext = select_interface(self.opts.iface, self.opts.public_ip)
-        log.info("using interface %s (index %d, MTU %d), address %s, public IP %s", ext.name,
-                 ext.index, ext.mtu, ext.iface_addr, ext.ext_addr)
+        log.info(
+            "using interface %s (index %d, MTU %d), address %s, public IP %s",
+            ext.name,
+            ext.index,
+            ext.mtu,
+            ext.iface_addr,
+            ext.ext_addr,
+        )
         self.device = VxlanDevice(vx, 4, ext.ext_addr, ext.index, ext.mtu)
         self.device.ensure_device()
-        attrs = LeaseAttrs(public_ip=ipaddress.IPv4Address(ext.ext_addr), backend_type="vxlan",
-                           backend_data=backend_data(vx.vni, self.device.mac))
+        attrs = LeaseAttrs(
+            public_ip=ipaddress.IPv4Address(ext.ext_addr),
+            backend_type="vxlan",
+            backend_data=backend_data(vx.vni, self.device.mac),
+        )
         lease = self._acquire(cfg, attrs)
         if lease is None:
             return False
@@ -165,18 +185,26 @@ class Daemon:
         old = self.lease
         self.lease = lease
         self.device.set_address(str(lease.subnet.network_address), str(self.cfg.network))
-        env = SubnetEnv(self.cfg.network, lease.subnet, None, None, self.device.mtu,
-                        self.opts.ip_masq)
+        env = SubnetEnv(
+            self.cfg.network, lease.subnet, None, None, self.device.mtu, self.opts.ip_masq
+        )
         try:
             write_subnet_env(self.opts.subnet_file, env)
-            log.info("wrote %s: FLANNEL_SUBNET=%s FLANNEL_MTU=%d", self.opts.subnet_file,
-                     f"{lease.subnet.network_address + 1}/{lease.subnet.prefixlen}",
-                     self.device.mtu)
+            log.info(
+                "wrote %s: FLANNEL_SUBNET=%s FLANNEL_MTU=%d",
+                self.opts.subnet_file,
+                f"{lease.subnet.network_address + 1}/{lease.subnet.prefixlen}",
+                self.device.mtu,
+            )
         except OSError as err:
             log.error("could not write %s: %s", self.opts.subnet_file, err)
         if old is not None and old.key != lease.key:
-            log.warning("this node's subnet changed from %s to %s; pods started before keep "
-                        "addresses of the old subnet until they are recreated", old.key, lease.key)
+            log.warning(
+                "this node's subnet changed from %s to %s; pods started before keep "
+                "addresses of the old subnet until they are recreated",
+                old.key,
+                lease.key,
+            )
         if self.table.remove(lease.key):
             log.info("dropped %s from the peer table: it is now this node's lease", lease.key)
 
@@ -188,8 +216,9 @@ class Daemon:
     def _peer(self, lease: Lease) -> VxlanPeer | None:
         """A peer's record, or None for our own lease, another backend, or bad backend data."""
         own = self.lease
-        if own is not None and (lease.key == own.key or (lease.subnet is not None
-                                                         and lease.subnet == own.subnet)):
+        if own is not None and (
+            lease.key == own.key or (lease.subnet is not None and lease.subnet == own.subnet)
+        ):
             return None
         try:
             return peer_from_lease(lease)
@@ -228,8 +257,13 @@ class Daemon:
 
     def _log_peer(self, key: str, change: str, peer: VxlanPeer | None) -> None:
         if peer is not None and peer.v4 is not None:
-            log.info("peer %s: %s (public IP %s, VTEP MAC %s)", change, peer.v4.subnet,
-                     peer.v4.public_ip, peer.v4.vtep_mac)
+            log.info(
+                "peer %s: %s (public IP %s, VTEP MAC %s)",
+                change,
+                peer.v4.subnet,
+                peer.v4.public_ip,
+                peer.v4.vtep_mac,
+            )
         else:
             log.info("peer %s: %s", change, key)
 
@@ -238,13 +272,22 @@ class Daemon:
     def run_workers(self) -> None:
         """Start the watch and the reconciler, then renew the lease until stopped."""
         assert self.device is not None
-        reconciler = Reconciler(self.table, self.device, _select_v4,  # type: ignore[arg-type]
-                                resync_period=self.opts.resync_period)
+        reconciler = Reconciler(
+            self.table,
+            self.device,
+            _select_v4,
+            resync_period=self.opts.resync_period,
+        )
         threads = [
-            threading.Thread(target=self.sm.watch_leases, name="watch", daemon=True,
-                             args=(self._on_snapshot, self._on_put, self._on_delete, self.stop)),
-            threading.Thread(target=reconciler.run, name="reconcile", daemon=True,
-                             args=(self.stop,)),
+            threading.Thread(
+                target=self.sm.watch_leases,
+                name="watch",
+                daemon=True,
+                args=(self._on_snapshot, self._on_put, self._on_delete, self.stop),
+            ),
+            threading.Thread(
+                target=reconciler.run, name="reconcile", daemon=True, args=(self.stop,)
+            ),
         ]
         for t in threads:
             t.start()
@@ -271,11 +314,15 @@ class Daemon:
                 continue
             try:
                 self.lease = self.sm.renew_lease(lease)
-                log.info("renewed lease %s until %s", lease.key,
-                         time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.lease.expiration)))
+                log.info(
+                    "renewed lease %s until %s",
+                    lease.key,
+                    time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.lease.expiration)),
+                )
             except DatastoreUnavailable as err:
-                log.error("could not renew lease %s: %s; retrying in %.0f s", lease.key, err,
-                          RENEW_RETRY)
+                log.error(
+                    "could not renew lease %s: %s; retrying in %.0f s", lease.key, err, RENEW_RETRY
+                )
                 self.stop.wait(RENEW_RETRY)
 
     def close(self) -> None:
@@ -285,8 +332,8 @@ class Daemon:
         self.registry.close()
 
 
-def _select_v4(peer: Any) -> PeerEntry | None:
-    return peer.v4 if isinstance(peer, VxlanPeer) else None
+def _select_v4(peer: VxlanPeer) -> PeerEntry | None:
+    return peer.v4
 
 
 def run(opts: Options) -> int:
@@ -294,8 +341,9 @@ def run(opts: Options) -> int:
     daemon = Daemon(opts)
 
     def on_signal(signum: int, _frame: object) -> None:
-        log.info("received %s, shutting down (the datapath stays in place)",
-                 signal.Signals(signum).name)
+        log.info(
+            "received %s, shutting down (the datapath stays in place)", signal.Signals(signum).name
+        )
         daemon.stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)

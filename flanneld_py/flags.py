@@ -1,11 +1,11 @@
 """flanneld's command line: the same flag names, defaults and syntax as Go flanneld.
 
-Existing DaemonSet manifests and systemd units pass flags the way Go's `flag` package reads them, so
-this parser follows its rules: `-flag` and `--flag` are the same; values come as `--flag value` or
-`--flag=value`; a boolean is set by `--flag` alone or `--flag=true|false` (Go's ParseBool spellings);
-parsing stops at `--` or at the first argument that is not a flag. Flags not given on the command line
-are then read from `FLANNELD_<FLAG>` environment variables (name upper-cased, `-` -> `_`) when those
-are non-empty (flannel's `main.go`, coreos/pkg flagutil).
+Existing DaemonSet manifests and systemd units pass flags the way Go's `flag` package reads them,
+so this parser follows its rules: `-flag` and `--flag` are the same; values come as `--flag value`
+or `--flag=value`; a boolean is set by `--flag` alone or `--flag=true|false` (Go's ParseBool
+spellings); parsing stops at `--` or at the first argument that is not a flag. Flags not given on
+the command line are then read from `FLANNELD_<FLAG>` environment variables (name upper-cased,
+`-` -> `_`) when those are non-empty (flannel's `main.go`, coreos/pkg flagutil).
 """
 
 from __future__ import annotations
@@ -66,19 +66,22 @@ def _convert(flag: Flag, text: str) -> Any:
         try:
             return int(text, 0)
         except ValueError:
-            raise FlagError(f"invalid value {text!r} for flag -{flag.name}: "
-                            "must be a whole number") from None
+            raise FlagError(
+                f"invalid value {text!r} for flag -{flag.name}: must be a whole number"
+            ) from None
     if flag.kind == "float":
         try:
             return float(text)
         except ValueError:
-            raise FlagError(f"invalid value {text!r} for flag -{flag.name}: "
-                            "must be a number") from None
+            raise FlagError(
+                f"invalid value {text!r} for flag -{flag.name}: must be a number"
+            ) from None
     return text
 
 
-def parse_flags(flags: Sequence[Flag], argv: Sequence[str],
-                environ: Mapping[str, str] | None = None) -> tuple[dict[str, Any], list[str]]:
+def parse_flags(
+    flags: Sequence[Flag], argv: Sequence[str], environ: Mapping[str, str] | None = None
+) -> tuple[dict[str, Any], list[str]]:
     """Parse `argv` (without the program name) against `flags`, then fill from `environ`.
 
     Returns ({attribute name: value} for every flag, the remaining positional arguments) and
@@ -138,8 +141,9 @@ def usage(prog: str, flags: Sequence[Flag], intro: str) -> str:
     """The --help text: one entry per flag with its default and environment variable."""
     lines = [f"Usage: {prog} [flags]", "", textwrap.fill(intro, 78), "", "Flags:"]
     for f in flags:
-        kind = {"bool": "", "list": " value (repeatable)"}.get(f.kind, f" {f.kind}"
-                                                            if f.kind != "str" else " string")
+        kind = {"bool": "", "list": " value (repeatable)"}.get(
+            f.kind, f" {f.kind}" if f.kind != "str" else " string"
+        )
         default = "" if f.default in ("", None, [], False) else f" (default {f.default!r})"
         lines.append(f"  --{f.name}{kind}{default}")
         text = f.help + ("" if f.implemented else " [accepted for compatibility; no effect yet]")

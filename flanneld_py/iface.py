@@ -99,20 +99,25 @@ def select_interface(ifaces: list[str], public_ip: str = "", ipr: Any = None) ->
                     candidates.append((found[0], None, f"--iface {value}"))
                     break
         if ifaces and not candidates:
-            raise InterfaceError(f"none of the interfaces given by --iface exist: {', '.join(ifaces)}")
+            raise InterfaceError(
+                f"none of the interfaces given by --iface exist: {', '.join(ifaces)}"
+            )
         if not ifaces:
             if public_ip:
                 index = _owner_of(ipr, public_ip)
                 if index is None:
                     raise InterfaceError(
                         f"--public-ip {public_ip} is not an address of this machine; give the "
-                        "interface with --iface as well when the public IP is a NAT address")
+                        "interface with --iface as well when the public IP is a NAT address"
+                    )
                 candidates.append((index, public_ip, f"--public-ip {public_ip}"))
             else:
                 index = _default_route_index(ipr, socket.AF_INET)
                 if index is None:
-                    raise InterfaceError("this machine has no IPv4 default route; choose the "
-                                         "external interface with --iface")
+                    raise InterfaceError(
+                        "this machine has no IPv4 default route; choose the "
+                        "external interface with --iface"
+                    )
                 candidates.append((index, None, "the default route"))
         index, fixed, what = candidates[0]
         name, mtu = _link(ipr, index)

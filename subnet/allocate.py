@@ -51,7 +51,8 @@ def fits(cfg: NetworkConfig, version: int, net: IPNetwork | None) -> bool:
     fam = cfg.family(version)
     if fam.subnet_min is None or fam.subnet_max is None or net.version != version:
         return False
-    return net.prefixlen == fam.subnet_len and fam.subnet_min <= net.network_address <= fam.subnet_max
+    lo, hi, addr = int(fam.subnet_min), int(fam.subnet_max), int(net.network_address)
+    return net.prefixlen == fam.subnet_len and lo <= addr <= hi
 
 
 def lease_fits(cfg: NetworkConfig, lease: Lease) -> bool:
@@ -60,11 +61,12 @@ def lease_fits(cfg: NetworkConfig, lease: Lease) -> bool:
 
 
 def _overlaps(net: IPNetwork, used: Iterable[IPNetwork]) -> bool:
-    return any(net.version == u.version and net.overlaps(u) for u in used)  # type: ignore[arg-type]
+    return any(net.version == u.version and net.overlaps(u) for u in used)
 
 
-def free_subnets(cfg: NetworkConfig, version: int, used: Sequence[IPNetwork],
-                 limit: int = CANDIDATES) -> list[IPNetwork]:
+def free_subnets(
+    cfg: NetworkConfig, version: int, used: Sequence[IPNetwork], limit: int = CANDIDATES
+) -> list[IPNetwork]:
     """The first `limit` subnets from SubnetMin up to SubnetMax that overlap no `used` subnet."""
     fam = cfg.family(version)
     assert fam.subnet_min is not None and fam.subnet_max is not None, "config not checked"
@@ -105,8 +107,13 @@ def choose_subnets(
         if not mine:
             continue
         if lease_fits(cfg, lease):
-            return Choice(lease.subnet, lease.ipv6_subnet, reuse=lease, stale=stale,
-                          reason=f"existing lease of public IP {public_ip or public_ipv6}")
+            return Choice(
+                lease.subnet,
+                lease.ipv6_subnet,
+                reuse=lease,
+                stale=stale,
+                reason=f"existing lease of public IP {public_ip or public_ipv6}",
+            )
         stale.append(lease)
     stale_keys = {s.key for s in stale}
     others = [lease for lease in leases if lease.key not in stale_keys]
@@ -123,8 +130,10 @@ def choose_subnets(
         free = free_subnets(cfg, version, used)
         if not free:
             fam = cfg.family(version)
-            total = ((int(fam.subnet_max or 0) - int(fam.subnet_min or 0))
-                     >> ((32 if version == 4 else 128) - fam.subnet_len)) + 1
+            total = (
+                (int(fam.subnet_max or 0) - int(fam.subnet_min or 0))
+                >> ((32 if version == 4 else 128) - fam.subnet_len)
+            ) + 1
             raise OutOfSubnets(
                 f"out of subnets: all {total} /{fam.subnet_len} subnets of {fam.network} between "
                 f"{fam.subnet_min} and {fam.subnet_max} are leased"

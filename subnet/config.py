@@ -5,7 +5,8 @@ flanneld: keys match case-insensitively (the last of several spellings wins), un
 ignored, a JSON `null` leaves the default. Validation and defaulting (`check_network_config`) follow
 flannel's `pkg/subnet/config.go` CheckNetworkConfig, which flannel applies in etcd mode only.
 
-Every error is a `ConfigError` that names the offending field and says what a valid value looks like.
+Every error is a `ConfigError` that names the offending field and says what a valid value looks
+like.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from typing import Any, TypeVar
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-DEFAULT_BACKEND = "vxlan"  # flannel's code says udp; its docs and flanneld-py say vxlan (decisions #10)
+DEFAULT_BACKEND = (
+    "vxlan"  # flannel's code says udp; its docs and flanneld-py say vxlan (decisions #10)
+)
 
 
 class ConfigError(ValueError):
@@ -146,7 +149,9 @@ def _uint(field_name: str, example: int) -> Callable[[Any], int]:
 def _object(field_name: str) -> Callable[[Any], dict[str, Any]]:
     def conv(value: Any) -> dict[str, Any]:
         if not isinstance(value, dict):
-            raise ConfigError(field_name, f'must be a JSON object like {{"Type": "vxlan"}}, got {value!r}')
+            raise ConfigError(
+                field_name, f'must be a JSON object like {{"Type": "vxlan"}}, got {value!r}'
+            )
         return value
 
     return conv
@@ -183,11 +188,15 @@ def parse_config(text: str | bytes) -> NetworkConfig:
     try:
         data = json.loads(text)
     except (ValueError, UnicodeDecodeError) as err:
-        raise ConfigError("(json)", f"not valid JSON ({err}); expected an object like "
-                          '{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}') from None
+        raise ConfigError(
+            "(json)",
+            f"not valid JSON ({err}); expected an object like "
+            '{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}',
+        ) from None
     if not isinstance(data, dict):
-        raise ConfigError("(json)", "the config must be a JSON object, e.g. "
-                          '{"Network": "10.244.0.0/16"}')
+        raise ConfigError(
+            "(json)", 'the config must be a JSON object, e.g. {"Network": "10.244.0.0/16"}'
+        )
     values: dict[str, Any] = {}
     for key, raw in json_fields(data).items():
         spec = _FIELDS.get(key)
@@ -216,11 +225,15 @@ def _subnet_defaults(
     net = fam.network
     example = "10.244.0.0/16" if version == 4 else "2001:db8:42::/56"
     if net is None or (int(net.network_address) == 0 and net.prefixlen == 0):
-        raise ConfigError(net_name, f"is required; set it to the cluster's pod network, e.g. {example!r}")
+        raise ConfigError(
+            net_name, f"is required; set it to the cluster's pod network, e.g. {example!r}"
+        )
     max_len = bits - 2  # /30 or /126: the smallest subnet flannel hands out
     if fam.subnet_len > 0:
         if fam.subnet_len > max_len:
-            raise ConfigError(len_name, f"{fam.subnet_len} is too long: it must be at most {max_len}")
+            raise ConfigError(
+                len_name, f"{fam.subnet_len} is too long: it must be at most {max_len}"
+            )
         if fam.subnet_len < net.prefixlen + 2:
             raise ConfigError(
                 len_name,
@@ -256,10 +269,13 @@ def check_network_config(cfg: NetworkConfig) -> NetworkConfig:
     """Validate `cfg` and fill the computed defaults, as flanneld does in etcd mode.
 
     Returns a new `NetworkConfig` with subnet lengths, minima and maxima set for every enabled
-    family. Raises `ConfigError` naming the field (flannel `pkg/subnet/config.go` CheckNetworkConfig).
+    family. Raises `ConfigError` naming the field (flannel `pkg/subnet/config.go`
+    CheckNetworkConfig).
     """
     if not cfg.families:
-        raise ConfigError("EnableIPv4", "EnableIPv4 and EnableIPv6 are both false; enable at least one")
+        raise ConfigError(
+            "EnableIPv4", "EnableIPv4 and EnableIPv6 are both false; enable at least one"
+        )
     updates: dict[str, Any] = {}
     if cfg.enable_ipv4:
         ln, lo, hi = _subnet_defaults(

@@ -111,8 +111,10 @@ class EtcdRegistry:
         self._lock = threading.Lock()
         self._client: Any = None
         if bool(opts.keyfile) != bool(opts.certfile):
-            log.warning("--etcd-keyfile and --etcd-certfile must both be set to use TLS client "
-                        "certificates; connecting without them")
+            log.warning(
+                "--etcd-keyfile and --etcd-certfile must both be set to use TLS client "
+                "certificates; connecting without them"
+            )
         if not (opts.keyfile and opts.certfile):
             log.warning("connecting to etcd with http. This is insecure")
 
@@ -127,11 +129,20 @@ class EtcdRegistry:
         for raw in self.opts.endpoints.split(","):
             url = urllib.parse.urlsplit(raw.strip())
             if not url.hostname or url.scheme not in ("http", "https"):
-                raise ValueError(f"--etcd-endpoints: {raw!r} is not a URL like http://10.0.0.1:2379")
+                raise ValueError(
+                    f"--etcd-endpoints: {raw!r} is not a URL like http://10.0.0.1:2379"
+                )
             secure = url.scheme == "https" and creds is not None
-            out.append(pyetcd.Endpoint(url.hostname, url.port or 2379, secure=secure,
-                                       creds=creds if secure else None, time_retry=1.0,
-                                       opts=_GRPC_OPTIONS))
+            out.append(
+                pyetcd.Endpoint(
+                    url.hostname,
+                    url.port or 2379,
+                    secure=secure,
+                    creds=creds if secure else None,
+                    time_retry=1.0,
+                    opts=_GRPC_OPTIONS,
+                )
+            )
         return out
 
     @property
@@ -211,14 +222,18 @@ class EtcdRegistry:
         """Delete `key` (absent is fine)."""
         self.client.delete(key)
 
-    def watch(self, prefix: str, start_revision: int) -> tuple[Iterator[WatchEvent], Callable[[], None]]:
+    def watch(
+        self, prefix: str, start_revision: int
+    ) -> tuple[Iterator[WatchEvent], Callable[[], None]]:
         """Watch every key under `prefix` from `start_revision` on.
 
         Returns (events, cancel). Iterating raises `Compacted` when the revision is no longer
         available and `DatastoreUnavailable` when the connection fails.
         """
         try:
-            responses, cancel = self.client.watch_prefix_response(prefix, start_revision=start_revision)
+            responses, cancel = self.client.watch_prefix_response(
+                prefix, start_revision=start_revision
+            )
         except pyetcd.exceptions.RevisionCompactedError as err:
             raise Compacted(str(err.compacted_revision)) from err
         except (pyetcd.exceptions.Etcd3Exception, grpc.RpcError, ValueError) as err:
@@ -253,8 +268,12 @@ class EtcdSubnetManager:
     parsed (the key is skipped, nothing else changes).
     """
 
-    def __init__(self, registry: EtcdRegistry, previous: tuple[Any, Any] = (None, None),
-                 on_invalid: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        registry: EtcdRegistry,
+        previous: tuple[Any, Any] = (None, None),
+        on_invalid: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.registry = registry
         self.previous = previous
         self.on_invalid = on_invalid or (lambda key, reason: None)
@@ -288,8 +307,9 @@ class EtcdSubnetManager:
             log.warning("skipping invalid lease %s: %s", item.key, reason)
         self.on_invalid(item.key, reason)
 
-    def acquire_lease(self, cfg: NetworkConfig, attrs: LeaseAttrs,
-                      rng: random.Random | None = None) -> Lease:
+    def acquire_lease(
+        self, cfg: NetworkConfig, attrs: LeaseAttrs, rng: random.Random | None = None
+    ) -> Lease:
         """Take this node's lease, in flannel's order (same public IP, previous subnet, random).
 
         A key created by another node between our list and our create makes us re-list and try
@@ -299,11 +319,13 @@ class EtcdSubnetManager:
         rng = rng or random.Random()
         for _ in range(RACE_RETRIES):
             leases = self._leases()
-            choice = choose_subnets(cfg, leases, attrs.public_ip, attrs.public_ipv6,
-                                    self.previous, rng)
+            choice = choose_subnets(
+                cfg, leases, attrs.public_ip, attrs.public_ipv6, self.previous, rng
+            )
             for stale in choice.stale:
-                log.info("deleting this node's lease %s: it does not fit the network config",
-                         stale.key)
+                log.info(
+                    "deleting this node's lease %s: it does not fit the network config", stale.key
+                )
                 self.registry.delete(self._key(stale.key))
             value = attrs.encode()
             if choice.reuse is not None:
@@ -315,8 +337,9 @@ class EtcdSubnetManager:
                 lease_id = self.registry.grant(SUBNET_TTL)
                 self.registry.put(self._key(lease.key), value, lease_id)
                 log.info("reusing lease %s (%s)", lease.key, choice.reason)
-                return Lease(lease.subnet, lease.ipv6_subnet, attrs,
-                             time.time() + SUBNET_TTL, lease_id)
+                return Lease(
+                    lease.subnet, lease.ipv6_subnet, attrs, time.time() + SUBNET_TTL, lease_id
+                )
             new = Lease(choice.subnet, choice.ipv6_subnet, attrs)
             lease_id = self.registry.grant(SUBNET_TTL)
             if self.registry.create(self._key(new.key), value, lease_id):
@@ -325,8 +348,10 @@ class EtcdSubnetManager:
             self.registry.revoke(lease_id)
             log.info("subnet %s was taken by another node meanwhile; trying another", new.key)
             self.previous = (None, None)
-        raise RuntimeError(f"could not create a lease after {RACE_RETRIES} tries: another node "
-                           "took each chosen subnet first")
+        raise RuntimeError(
+            f"could not create a lease after {RACE_RETRIES} tries: another node "
+            "took each chosen subnet first"
+        )
 
     def renew_lease(self, lease: Lease) -> Lease:
         """Re-put the lease with a fresh 24 h etcd lease (flannel RenewLease). A reservation is
@@ -335,7 +360,9 @@ class EtcdSubnetManager:
             return lease
         lease_id = self.registry.grant(SUBNET_TTL)
         self.registry.put(self._key(lease.key), lease.attrs.encode(), lease_id)
-        return Lease(lease.subnet, lease.ipv6_subnet, lease.attrs, time.time() + SUBNET_TTL, lease_id)
+        return Lease(
+            lease.subnet, lease.ipv6_subnet, lease.attrs, time.time() + SUBNET_TTL, lease_id
+        )
 
     def _key(self, subnet_key: str) -> str:
         return posixpath.join(self.registry.subnets_prefix, subnet_key)
@@ -402,8 +429,9 @@ class EtcdSubnetManager:
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    def _handle_event(self, ev: WatchEvent, on_put: Callable[[Lease], None],
-                      on_delete: Callable[[str], None]) -> None:
+    def _handle_event(
+        self, ev: WatchEvent, on_put: Callable[[Lease], None], on_delete: Callable[[str], None]
+    ) -> None:
         item = StoredLease(ev.key, ev.value, 0)
         if ev.kind == "delete":
             try:

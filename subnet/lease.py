@@ -1,8 +1,8 @@
 """The lease model and its two wire formats: the etcd subnet key and the lease value JSON.
 
 Both formats are shared with Go flanneld nodes in the same cluster, so they are byte-for-byte
-flannel's: the key is flannel `pkg/subnet/subnet.go` MakeSubnetKey / ParseSubnetKey, the value is the
-JSON encoding of flannel `pkg/lease` LeaseAttrs as Go's `encoding/json` writes it.
+flannel's: the key is flannel `pkg/subnet/subnet.go` MakeSubnetKey / ParseSubnetKey, the value is
+the JSON encoding of flannel `pkg/lease` LeaseAttrs as Go's `encoding/json` writes it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from subnet.config import json_fields
 
 IPv4Network = ipaddress.IPv4Network
 IPv6Network = ipaddress.IPv6Network
+UNSET_IPV4 = ipaddress.IPv4Address(0)  # what flannel publishes as PublicIP when there is none
 
 
 class LeaseFormatError(ValueError):
@@ -91,7 +92,7 @@ class LeaseAttrs:
     `{"VNI": 1, "VtepMAC": "c6:d2:32:6f:8f:44"}`), or None when absent.
     """
 
-    public_ip: ipaddress.IPv4Address = ipaddress.IPv4Address(0)
+    public_ip: ipaddress.IPv4Address = UNSET_IPV4
     public_ipv6: ipaddress.IPv6Address | None = None
     backend_type: str = ""
     backend_data: Any = None

@@ -49,19 +49,25 @@ def in_private_netns() -> bool:
     return bool(os.environ.get("FPY_PRIVATE_NETNS")) and os.environ["FPY_PRIVATE_NETNS"] == here
 
 
-def sh(cmd: Sequence[str], check: bool = True, input: str | None = None,
-       env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def sh(
+    cmd: Sequence[str],
+    check: bool = True,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
     """Run a command, capturing its output; raises TestbedError with stderr when it fails."""
-    res = subprocess.run(list(cmd), input=input, capture_output=True, text=True, env=env,
-                         timeout=timeout)
+    res = subprocess.run(
+        list(cmd), input=input, capture_output=True, text=True, env=env, timeout=timeout
+    )
     if check and res.returncode != 0:
-        raise TestbedError(f"{' '.join(cmd)} failed ({res.returncode}): "
-                           f"{res.stderr.strip() or res.stdout.strip()}")
+        raise TestbedError(
+            f"{' '.join(cmd)} failed ({res.returncode}): {res.stderr.strip() or res.stdout.strip()}"
+        )
     return res
 
 
-def wait_for(what: str, probe: Callable[[], T], timeout: float = 30.0,
-             interval: float = 0.1) -> T:
+def wait_for(what: str, probe: Callable[[], T], timeout: float = 30.0, interval: float = 0.1) -> T:
     """Poll `probe` until it returns something truthy; raises TestbedError with the last value."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -72,10 +78,11 @@ def wait_for(what: str, probe: Callable[[], T], timeout: float = 30.0,
             last = err
         else:
             if last:
-                return last
+                return last  # type: ignore[no-any-return]
         if time.monotonic() > deadline:
-            raise TestbedError(f"timed out after {timeout:.0f} s waiting for {what}; "
-                               f"last seen: {last!r}")
+            raise TestbedError(
+                f"timed out after {timeout:.0f} s waiting for {what}; last seen: {last!r}"
+            )
         time.sleep(interval)
 
 
@@ -155,8 +162,10 @@ class Testbed:
 
     def __init__(self, mtu: int = 1500, etcd_prefix: str = "/coreos.com/network") -> None:
         if not in_private_netns():
-            raise TestbedError("refusing to run in the machine's own network namespace; run "
-                               "through tests/private-netns (as `make test` and `make demo` do)")
+            raise TestbedError(
+                "refusing to run in the machine's own network namespace; run "
+                "through tests/private-netns (as `make test` and `make demo` do)"
+            )
         if os.geteuid() != 0:
             raise TestbedError("the testbed needs root (network namespaces)")
         remove_stale_namespaces()
@@ -185,22 +194,20 @@ class Testbed:
         for plugin in ("bridge", "host-local", "loopback", "portmap"):
             (self.cni_bin / plugin).symlink_to(CNI_PLUGINS / plugin)
         wrapper = self.cni_bin / "flannel"
-        wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={REPO} exec {sys.executable} "
-                           "-m flanneld_py.cni \"$@\"\n")
+        wrapper.write_text(
+            f'#!/bin/sh\nPYTHONPATH={REPO} exec {sys.executable} -m flanneld_py.cni "$@"\n'
+        )
         wrapper.chmod(0o755)
 
     def start_etcd(self) -> None:
         """Start etcd on the underlay address and wait until it answers."""
-        data = self.workdir / "etcd"
-        log = open(self.workdir / "etcd.log", "wb")
         peer = "http://127.0.0.1:2380"
-        self.etcd = subprocess.Popen(
-            ["etcd", "--name", "fpy", "--data-dir", str(data),
-             "--listen-client-urls", ETCD_URL, "--advertise-client-urls", ETCD_URL,
-             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-             "--initial-cluster", f"fpy={peer}", "--log-level", "warn"],
-            stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        args = ["--name", "fpy", "--data-dir", str(self.workdir / "etcd"),
+                "--listen-client-urls", ETCD_URL, "--advertise-client-urls", ETCD_URL,
+                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", f"fpy={peer}", "--log-level", "warn"]  # fmt: skip
+        with open(self.workdir / "etcd.log", "ab") as log:
+            self.etcd = subprocess.Popen(["etcd", *args], stdout=log, stderr=subprocess.STDOUT)
         wait_for("etcd to answer", lambda: self.client.status() is not None, timeout=30)
 
     def stop_etcd(self) -> None:
@@ -221,7 +228,9 @@ class Testbed:
 
             self._client = pyetcd.MultiEndpointEtcd3Client(
                 endpoints=[pyetcd.Endpoint(UNDERLAY_GW, 2379, secure=False, time_retry=0.5)],
-                timeout=5, failover=True)
+                timeout=5,
+                failover=True,
+            )
         return self._client
 
     def put_config(self, config: str = DEFAULT_NETWORK) -> None:
@@ -244,8 +253,23 @@ class Testbed:
         node.workdir.mkdir()
         host_if = f"v{os.getpid() % 100000}n{i}"
         sh(["ip", "netns", "add", node.netns])
-        sh(["ip", "link", "add", host_if, "mtu", str(self.mtu), "type", "veth", "peer", "name",
-            "eth0", "netns", node.netns])
+        sh(
+            [
+                "ip",
+                "link",
+                "add",
+                host_if,
+                "mtu",
+                str(self.mtu),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                node.netns,
+            ]
+        )
         sh(["ip", "link", "set", host_if, "master", "br0", "up"])
         self.node_sh(node, "ip", "link", "set", "lo", "up")
         self.node_sh(node, "ip", "addr", "add", f"{node.address}/24", "dev", "eth0")
@@ -255,21 +279,22 @@ class Testbed:
         self.nodes.append(node)
         return node
 
-    def node_sh(self, node: Node, *cmd: str, check: bool = True,
-                timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def node_sh(
+        self, node: Node, *cmd: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         """Run a command inside a node's namespace."""
         return sh(["ip", "netns", "exec", node.netns, *cmd], check=check, timeout=timeout)
 
     def start_daemon(self, node: Node, *extra: str) -> None:
         """Start flanneld-py in the node's namespace (output appended to the node's log)."""
-        log = open(node.log_file, "ab")
-        node.process = subprocess.Popen(
-            ["ip", "netns", "exec", node.netns, sys.executable, "-m", "flanneld_py",
-             f"--etcd-endpoints={ETCD_URL}", f"--etcd-prefix={self.etcd_prefix}",
-             f"--subnet-file={node.subnet_file}", *extra],
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO)})
-        log.close()
+        cmd = ["ip", "netns", "exec", node.netns, sys.executable, "-m", "flanneld_py",
+               f"--etcd-endpoints={ETCD_URL}", f"--etcd-prefix={self.etcd_prefix}",
+               f"--subnet-file={node.subnet_file}", *extra]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        with open(node.log_file, "ab") as log:
+            node.process = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env
+            )
 
     def stop_daemon(self, node: Node, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         """Signal the node's daemon (by PID) and wait for it; returns its exit status."""
@@ -288,11 +313,15 @@ class Testbed:
 
     def wait_subnet(self, node: Node, timeout: float = 60) -> str:
         """Wait for the node's subnet.env; returns FLANNEL_SUBNET."""
+
         def probe() -> str:
             if node.process is not None and node.process.poll() is not None:
-                raise TestbedError(f"flanneld-py on {node.name} exited with "
-                                   f"{node.process.returncode}:\n{node.log()[-3000:]}")
+                raise TestbedError(
+                    f"flanneld-py on {node.name} exited with "
+                    f"{node.process.returncode}:\n{node.log()[-3000:]}"
+                )
             return node.subnet_env().get("FLANNEL_SUBNET", "")
+
         try:
             return wait_for(f"{node.name}'s subnet.env", probe, timeout)
         except TestbedError as err:
@@ -307,8 +336,9 @@ class Testbed:
 
     def neighbours(self, node: Node, dev: str = "flannel.1") -> dict[str, str]:
         """Permanent neighbour entries of the overlay device: {IP: MAC}."""
-        res = self.node_sh(node, "ip", "-j", "neigh", "show", "dev", dev, "nud", "permanent",
-                           check=False)
+        res = self.node_sh(
+            node, "ip", "-j", "neigh", "show", "dev", dev, "nud", "permanent", check=False
+        )
         if res.returncode != 0 or not res.stdout.strip():
             return {}
         return {n["dst"]: n.get("lladdr", "") for n in json.loads(res.stdout)}
@@ -336,16 +366,22 @@ class Testbed:
         running = [n for n in self.nodes if n.process is not None]
         for node in running:
             want = {self.subnet_of(o) for o in running if o is not node}
-            wait_for(f"{node.name} to have routes to {sorted(want)}",
-                     lambda node=node, want=want: want <= self.routes(node), timeout)
+
+            def has_routes(node: Node = node, want: set[str] = want) -> bool:
+                return want <= self.routes(node)
+
+            wait_for(f"{node.name} to have routes to {sorted(want)}", has_routes, timeout)
 
     # --- pods -----------------------------------------------------------------------------------
 
     def cni_conf(self, node: Node) -> dict[str, Any]:
         """The flannel plugin's network config for a node (as kubelet would pass it)."""
         return {
-            "cniVersion": "0.3.1", "name": "cbr0", "type": "flannel",
-            "subnetFile": str(node.subnet_file), "dataDir": str(node.workdir / "cni-flannel"),
+            "cniVersion": "0.3.1",
+            "name": "cbr0",
+            "type": "flannel",
+            "subnetFile": str(node.subnet_file),
+            "dataDir": str(node.workdir / "cni-flannel"),
             "ipam": {"dataDir": str(node.workdir / "cni-ipam")},
             "delegate": {"hairpinMode": True, "isDefaultGateway": True},
         }
@@ -354,19 +390,26 @@ class Testbed:
         """Run the flannel CNI plugin in the node's namespace for `pod`."""
         env = {
             "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-            "CNI_COMMAND": command, "CNI_CONTAINERID": pod.container_id,
-            "CNI_NETNS": f"/run/netns/{pod.netns}", "CNI_IFNAME": "eth0",
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": pod.container_id,
+            "CNI_NETNS": f"/run/netns/{pod.netns}",
+            "CNI_IFNAME": "eth0",
             "CNI_PATH": str(self.cni_bin),
         }
-        return sh(["ip", "netns", "exec", node.netns, str(self.cni_bin / "flannel")],
-                  input=json.dumps(self.cni_conf(node)), env=env, check=False)
+        return sh(
+            ["ip", "netns", "exec", node.netns, str(self.cni_bin / "flannel")],
+            input=json.dumps(self.cni_conf(node)),
+            env=env,
+            check=False,
+        )
 
     def add_pod(self, node: Node) -> Pod:
         """Create a pod namespace on `node` and attach it with CNI ADD; returns the pod."""
         self._pod_count += 1
         j = len(node.pods) + 1
-        pod = Pod(f"{node.name}-pod{j}", f"{node.netns}-p{j}",
-                  f"{self.prefix}c{self._pod_count}", node)
+        pod = Pod(
+            f"{node.name}-pod{j}", f"{node.netns}-p{j}", f"{self.prefix}c{self._pod_count}", node
+        )
         sh(["ip", "netns", "add", pod.netns])
         sh(["ip", "netns", "exec", pod.netns, "ip", "link", "set", "lo", "up"])
         res = self.cni(node, "ADD", pod)
@@ -387,8 +430,24 @@ class Testbed:
 
     def ping(self, pod: Pod, ip: str, count: int = 1, timeout: int = 2) -> bool:
         """True when `ip` answers pings from inside `pod`."""
-        res = sh(["ip", "netns", "exec", pod.netns, "ping", "-n", "-q", "-c", str(count),
-                  "-W", str(timeout), ip], check=False, timeout=timeout * count + 10)
+        res = sh(
+            [
+                "ip",
+                "netns",
+                "exec",
+                pod.netns,
+                "ping",
+                "-n",
+                "-q",
+                "-c",
+                str(count),
+                "-W",
+                str(timeout),
+                ip,
+            ],
+            check=False,
+            timeout=timeout * count + 10,
+        )
         return res.returncode == 0
 
     # --- teardown -------------------------------------------------------------------------------

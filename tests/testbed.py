@@ -429,26 +429,16 @@ class Testbed:
         pod.node.pods.remove(pod)
 
     def ping(self, pod: Pod, ip: str, count: int = 1, timeout: int = 2) -> bool:
-        """True when `ip` answers pings from inside `pod`."""
-        res = sh(
-            [
-                "ip",
-                "netns",
-                "exec",
-                pod.netns,
-                "ping",
-                "-n",
-                "-q",
-                "-c",
-                str(count),
-                "-W",
-                str(timeout),
-                ip,
-            ],
-            check=False,
-            timeout=timeout * count + 10,
-        )
+        """True when `ip` answers at least one of `count` pings (0.2 s apart) from `pod`."""
+        cmd = ["ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", str(timeout), ip]
+        res = self.pod_sh(pod, *cmd, check=False, timeout=timeout * count + 10)
         return res.returncode == 0
+
+    def pod_sh(
+        self, pod: Pod, *cmd: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command inside a pod's namespace."""
+        return sh(["ip", "netns", "exec", pod.netns, *cmd], check=check, timeout=timeout)
 
     # --- teardown -------------------------------------------------------------------------------
 

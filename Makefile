@@ -1,0 +1,27 @@
+# The two commands of the README. Both install what is missing first (tools/install-deps), then
+# run inside a private network namespace (tests/private-netns) so nothing can leave the machine.
+PY := .venv/bin/python
+NODES ?= 3
+PRIVATE := tests/private-netns
+
+.PHONY: demo test lint unit install bench clean
+
+install:
+	@tools/install-deps
+
+demo: install
+	$(PRIVATE) $(PY) -m tests.demo --nodes $(NODES)
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+test: install lint
+	$(PRIVATE) $(PY) -m pytest
+
+unit: install
+	$(PY) -m pytest -m "not kernel"
+
+clean:
+	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

@@ -225,7 +225,14 @@ class Reconciler(Generic[V]):
         return False
 
     def _report(self, kind: str, result: SyncResult, start: float) -> None:
-        if result.ops:
+        if kind == "full" and not self.first_sync_done.is_set():
+            log.info(
+                "datapath in sync with %d peers (%d kernel writes, %d failed)",
+                len(self.programmed),
+                result.ops,
+                result.failed,
+            )
+        elif result.ops:
             log.info("%s sync: %d kernel writes, %d failed", kind, result.ops, result.failed)
         if self.on_pass is not None:
             self.on_pass(kind, result, self.clock() - start)

@@ -1,10 +1,10 @@
 """`make demo`: a multi-node flannel overlay on one machine, end to end.
 
-Builds the testbed (real etcd, one network namespace per node, flanneld-py per node, pods created
-through the flannel CNI plugin), prints the nodes and pods, pings every pod from every pod on another
-node, then decommissions one node (daemon stopped, lease deleted) and shows its routes leave the
-other nodes. Exit status 0 only when every ping that should work did and the routes went away.
-Everything is cleaned up at the end, also on Ctrl-C or failure.
+Builds the testbed (real etcd, one network namespace per node, flanneld-py per node, pods
+created through the flannel CNI plugin), prints the nodes and pods, pings every pod from every pod
+on another node, then decommissions one node (daemon stopped, lease deleted) and shows its routes
+leave the other nodes. Exit status 0 only when every ping that should work did and the routes
+went away. Everything is cleaned up at the end, also on Ctrl-C or failure.
 """
 
 from __future__ import annotations

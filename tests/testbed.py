@@ -160,6 +160,8 @@ class Node:
 class Testbed:
     """Builds and tears down the multi-node overlay; see the module docstring."""
 
+    __test__ = False  # not a pytest test class
+
     def __init__(self, mtu: int = 1500, etcd_prefix: str = "/coreos.com/network") -> None:
         if not in_private_netns():
             raise TestbedError(

@@ -1,0 +1,207 @@
+"""The VXLAN device and interface selection against the real kernel, in a throwaway namespace."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+
+import pytest
+from pyroute2 import IPRoute, netns
+
+from backend.reconcile import KernelState, Op
+from backend.vxlan import VXLANConfig, VxlanDevice
+from flanneld_py.iface import InterfaceError, select_interface
+from tests.testbed import in_private_netns, sh
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture
+def ns() -> Iterator[str]:
+    """A fresh network namespace with a veth `eth0` (198.51.100.1/24, MTU 1500, default route)."""
+    if not in_private_netns():
+        pytest.fail("run through tests/private-netns (as `make test` does)")
+    name = f"fpy{os.getpid()}-dev"
+    sh(["ip", "netns", "add", name])
+    try:
+        run = ["ip", "netns", "exec", name]
+        sh([*run, "ip", "link", "set", "lo", "up"])
+        sh([*run, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"])
+        sh([*run, "ip", "addr", "add", "198.51.100.1/24", "dev", "eth0"])
+        sh([*run, "ip", "link", "set", "eth0", "up"])
+        sh([*run, "ip", "link", "set", "eth0p", "up"])
+        sh([*run, "ip", "route", "add", "default", "via", "198.51.100.254"])
+        yield name
+    finally:
+        sh(["ip", "netns", "del", name], check=False)
+
+
+@contextlib.contextmanager
+def inside(name: str) -> Iterator[None]:
+    """Sockets created in this block belong to namespace `name` (no fork)."""
+    netns.pushns(name)
+    try:
+        yield
+    finally:
+        netns.popns()
+
+
+def link_json(ns: str, dev: str) -> dict[str, object]:
+    res = sh(["ip", "netns", "exec", ns, "ip", "-d", "-j", "link", "show", dev])
+    out: dict[str, object] = json.loads(res.stdout)[0]
+    return out
+
+
+def make_device(ns: str, cfg: VXLANConfig = VXLANConfig()) -> VxlanDevice:
+    with inside(ns):
+        ipr = IPRoute()
+        index = ipr.link_lookup(ifname="eth0")[0]
+        ipr.close()
+        dev = VxlanDevice(cfg, 4, "198.51.100.1", index, 1500)
+        dev.ipr  # noqa: B018 - open the socket inside the namespace
+    return dev
+
+
+def test_device_has_flannel_attributes(ns: str) -> None:
+    dev = make_device(ns)
+    try:
+        assert dev.ensure_device() is True
+        dev.set_address("10.244.7.0", "10.244.0.0/16")
+        link = link_json(ns, "flannel.1")
+        info = link["linkinfo"]["info_data"]  # type: ignore[index]
+        assert info["id"] == 1
+        assert info["local"] == "198.51.100.1"
+        assert info["port"] == 8472
+        assert info["learning"] is False
+        assert link["mtu"] == 1450
+        assert link["address"] == dev.mac
+        first = int(dev.mac.split(":")[0], 16)
+        assert first & 0x02 and not first & 0x01  # locally administered, unicast
+        addrs = sh(["ip", "netns", "exec", ns, "ip", "-j", "addr", "show", "flannel.1"])
+        assert [
+            (a["local"], a["prefixlen"])
+            for a in json.loads(addrs.stdout)[0]["addr_info"]
+            if a["family"] == "inet"
+        ] == [("10.244.7.0", 32)]
+        # a second ensure reuses the device as it is
+        assert dev.ensure_device() is False
+        assert link_json(ns, "flannel.1")["ifindex"] == link["ifindex"]
+    finally:
+        dev.close()
+
+
+def test_stale_address_inside_network_is_replaced(ns: str) -> None:
+    dev = make_device(ns)
+    try:
+        dev.ensure_device()
+        dev.set_address("10.244.7.0", "10.244.0.0/16")
+        sh(["ip", "netns", "exec", ns, "ip", "addr", "add", "192.168.77.1/32", "dev", "flannel.1"])
+        dev.set_address("10.244.9.0", "10.244.0.0/16")
+        res = sh(["ip", "netns", "exec", ns, "ip", "-j", "-4", "addr", "show", "flannel.1"])
+        have = sorted(a["local"] for a in json.loads(res.stdout)[0]["addr_info"])
+        assert have == ["10.244.9.0", "192.168.77.1"]
+    finally:
+        dev.close()
+
+
+def test_existing_device_with_wrong_mtu_is_fixed_and_keeps_its_mac(ns: str) -> None:
+    sh(["ip", "netns", "exec", ns, "ip", "link", "add", "flannel.1", "mtu", "1300", "address",
+        "0a:00:00:00:00:42", "type", "vxlan", "id", "1", "local", "198.51.100.1", "dev", "eth0",
+        "dstport", "8472", "nolearning"])  # fmt: skip
+    dev = make_device(ns)
+    try:
+        assert dev.ensure_device() is False
+        link = link_json(ns, "flannel.1")
+        assert link["mtu"] == 1450
+        assert link["address"] == "0a:00:00:00:00:42" == dev.mac
+    finally:
+        dev.close()
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [["id", "2", "dstport", "8472"], ["id", "1", "dstport", "4789"]],
+    ids=["VNI", "port"],
+)
+def test_existing_device_with_wrong_vni_or_port_is_recreated(ns: str, wrong: list[str]) -> None:
+    sh(["ip", "netns", "exec", ns, "ip", "link", "add", "flannel.1", "type", "vxlan", *wrong,
+        "local", "198.51.100.1", "dev", "eth0"])  # fmt: skip
+    before = link_json(ns, "flannel.1")["ifindex"]
+    dev = make_device(ns)
+    try:
+        assert dev.ensure_device() is True
+        link = link_json(ns, "flannel.1")
+        info = link["linkinfo"]["info_data"]  # type: ignore[index]
+        assert (info["id"], info["port"]) == (1, 8472)
+        assert link["ifindex"] != before
+    finally:
+        dev.close()
+
+
+def test_configured_port_mtu_and_vni_are_used(ns: str) -> None:
+    dev = make_device(ns, VXLANConfig(vni=4096, port=4789, mtu=1400))
+    try:
+        dev.ensure_device()
+        link = link_json(ns, "flannel.4096")
+        info = link["linkinfo"]["info_data"]  # type: ignore[index]
+        assert (info["id"], info["port"], link["mtu"]) == (4096, 4789, 1350)
+    finally:
+        dev.close()
+
+
+def test_peer_entries_round_trip_through_the_kernel(ns: str) -> None:
+    dev = make_device(ns)
+    try:
+        dev.ensure_device()
+        for op in [
+            Op("neigh", "replace", "10.244.2.0", "0e:00:00:00:00:02"),
+            Op("fdb", "replace", "0e:00:00:00:00:02", "198.51.100.2"),
+            Op("route", "replace", "10.244.2.0/24", "10.244.2.0"),
+        ]:
+            dev.apply(op)
+        assert dev.dump() == KernelState(
+            {"10.244.2.0": "0e:00:00:00:00:02"},
+            {("0e:00:00:00:00:02", "198.51.100.2")},
+            {"10.244.2.0/24": "10.244.2.0"},
+        )
+        res = sh(["ip", "netns", "exec", ns, "ip", "route", "show", "dev", "flannel.1"])
+        assert "10.244.2.0/24 via 10.244.2.0 onlink" in res.stdout
+        for op in [
+            Op("route", "delete", "10.244.2.0/24", "10.244.2.0"),
+            Op("fdb", "delete", "0e:00:00:00:00:02", "198.51.100.2"),
+            Op("neigh", "delete", "10.244.2.0", "0e:00:00:00:00:02"),
+            Op("route", "delete", "10.244.2.0/24", "10.244.2.0"),  # already gone: fine
+        ]:
+            dev.apply(op)
+        assert dev.dump() == KernelState()
+    finally:
+        dev.close()
+
+
+def test_interface_selection_follows_flanneld_order(ns: str) -> None:
+    run = ["ip", "netns", "exec", ns]
+    sh([*run, "ip", "link", "add", "eth1", "mtu", "9000", "type", "veth", "peer", "name", "eth1p"])
+    sh([*run, "ip", "addr", "add", "203.0.113.5/24", "dev", "eth1"])
+    sh([*run, "ip", "link", "set", "eth1", "up"])
+    with inside(ns):
+        ipr = IPRoute()
+    try:
+        default = select_interface([], ipr=ipr)
+        assert (default.name, default.iface_addr, default.ext_addr) == (
+            "eth0", "198.51.100.1", "198.51.100.1")  # fmt: skip
+        by_name = select_interface(["nosuch", "eth1"], ipr=ipr)
+        assert (by_name.name, by_name.mtu, by_name.iface_addr) == ("eth1", 9000, "203.0.113.5")
+        by_ip = select_interface(["203.0.113.5"], ipr=ipr)
+        assert by_ip.name == "eth1"
+        nat = select_interface(["eth0"], public_ip="192.0.2.200", ipr=ipr)
+        assert (nat.iface_addr, nat.ext_addr) == ("198.51.100.1", "192.0.2.200")
+        owned = select_interface([], public_ip="203.0.113.5", ipr=ipr)
+        assert owned.name == "eth1"
+        with pytest.raises(InterfaceError, match="not an address of this machine"):
+            select_interface([], public_ip="198.18.9.9", ipr=ipr)
+        with pytest.raises(InterfaceError, match="nosuch"):
+            select_interface(["nosuch"], ipr=ipr)
+    finally:
+        ipr.close()

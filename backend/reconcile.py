@@ -244,8 +244,9 @@ class Reconciler(Generic[V]):
             dirty, full_requested = self.table.wait(timeout=1.0)
             if stop.is_set():
                 return
-            if not self.table.synced:
+            if not self.table.synced:  # no complete snapshot yet: nothing may be removed
                 self.table.mark_dirty(dirty)
+                stop.wait(0.1)
                 continue
             due = (
                 self.last_full_sync is None

@@ -462,6 +462,15 @@ def test_non_standard_json_constants_are_rejected(constant: str) -> None:
         parse_config('{"Network": "10.3.0.0/16", "Comment": ' + constant + "}")
 
 
+@pytest.mark.xfail(
+    strict=True, reason="bug: an IPv6 zone suffix (%eth0) is accepted; Go's ParseIP rejects it"
+)
+def test_ipv6_address_with_zone_is_rejected() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config('{"IPv6SubnetMin": "fc00:0:0:1::%eth0"}')
+    assert info.value.field == "IPv6SubnetMin"
+
+
 # --- properties -----------------------------------------------------------------------------------
 
 _KEYS = [

@@ -74,14 +74,17 @@ class Op:
     key: str = ""
 
 
-def diff(desired: Mapping[str, PeerEntry], actual: KernelState) -> list[Op]:
+def diff(
+    desired: Mapping[str, PeerEntry], actual: KernelState, keep: Iterable[PeerEntry] = ()
+) -> list[Op]:
     """The writes that turn `actual` into what `desired` (lease key -> entry) needs.
 
     Per peer, in flannel's order: neighbour, FDB, route; only the objects that differ. Then the
-    removals of everything else in `actual`: routes first, then FDB entries, then neighbours.
+    removals of everything else in `actual` (routes first, then FDB entries, then neighbours),
+    except objects that the peers in `keep` still need.
     """
     ops: list[Op] = []
-    want = KernelState.of(desired.values())
+    want = KernelState.of([*desired.values(), *keep])
     for key, e in desired.items():
         if actual.neighs.get(e.vtep_ip) != e.vtep_mac:
             ops.append(Op("neigh", "replace", e.vtep_ip, e.vtep_mac, key))
@@ -179,8 +182,9 @@ class Reconciler(Generic[V]):
         """Write the differences for the dirty `keys` only, against what this worker wrote last."""
         start = self.clock()
         desired = self.desired(keys)
-        before = {k: self.programmed[k] for k in keys if k in self.programmed}
-        result = self._apply(diff(desired, KernelState.of(before.values())))
+        before = [self.programmed[k] for k in keys if k in self.programmed]
+        others = [e for k, e in self.programmed.items() if k not in keys]
+        result = self._apply(diff(desired, KernelState.of(before), keep=others))
         for key in keys:
             if key in result.retry:
                 continue

@@ -55,17 +55,17 @@ def parse_vxlan_config(backend: dict[str, Any]) -> VXLANConfig:
     f = json_fields(backend)
     values: dict[str, Any] = {}
     for key, name, kind, lo, hi, example in (
-        ("vni", "vni", int, 0, (1 << 24) - 1, 1),
-        ("port", "port", int, 0, 65535, 8472),
-        ("mtu", "mtu", int, 0, 65535, 1450),
-        ("gbp", "gbp", bool, 0, 1, False),
-        ("learning", "learning", bool, 0, 1, False),
-        ("directrouting", "direct_routing", bool, 0, 1, False),
+        ("VNI", "vni", int, 0, (1 << 24) - 1, 1),
+        ("Port", "port", int, 0, 65535, 8472),
+        ("MTU", "mtu", int, 0, 65535, 1450),
+        ("GBP", "gbp", bool, 0, 1, False),
+        ("Learning", "learning", bool, 0, 1, False),
+        ("DirectRouting", "direct_routing", bool, 0, 1, False),
     ):
-        raw = f.get(key)
+        raw = f.get(key.lower())
         if raw is None:
             continue
-        field = f"Backend.{key.upper() if key in ('vni', 'gbp', 'mtu') else key.capitalize()}"
+        field = f"Backend.{key}"
         if kind is bool:
             if not isinstance(raw, bool):
                 raise ConfigError(field, f"must be true or false, got {raw!r}")

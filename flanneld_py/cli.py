@@ -136,10 +136,12 @@ FLAGS: list[Flag] = [
         "seconds between full comparisons of the kernel's "
         "neighbour, FDB and route entries with the peer table (flanneld-py only)",
     ),
-    Flag("version", "bool", False, "print the version and exit"),
+    Flag("version", "bool", False, "print the version and exit", from_env=False),
     Flag(
         "v", "int", 0, "log verbosity: 0 logs lease and peer events, 1 and above also debug detail"
     ),
+    Flag("vmodule", "str", "", "per-module log verbosity (klog)", implemented=False),
+    Flag("log_backtrace_at", "str", "", "log a stack trace at file:line (klog)", implemented=False),
 ]
 
 INTRO = (
@@ -183,6 +185,8 @@ class Options:
     resync_period: float = 30.0
     version: bool = False
     v: int = 0
+    vmodule: str = ""
+    log_backtrace_at: str = ""
 
 
 def parse_options(argv: Sequence[str], environ: dict[str, str] | None = None) -> Options:

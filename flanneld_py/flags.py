@@ -31,13 +31,15 @@ class HelpRequested(Exception):
 @dataclass(frozen=True)
 class Flag:
     """One flag: its name (without dashes), kind ("str", "bool", "int", "float", "list"),
-    default, and help text. `implemented` is False for flags accepted only for compatibility."""
+    default, and help text. `implemented` is False for flags accepted only for compatibility;
+    `from_env` is False for flags flanneld reads before its environment (only --version)."""
 
     name: str
     kind: str
     default: Any
     help: str
     implemented: bool = True
+    from_env: bool = True
 
     @property
     def env(self) -> str:
@@ -125,7 +127,7 @@ def parse_flags(
     for flag in flags:
         if flag.attr in given:
             out[flag.attr] = given[flag.attr]
-        elif env.get(flag.env):
+        elif flag.from_env and env.get(flag.env):
             text = env[flag.env]
             try:
                 converted = _convert(flag, text)
@@ -148,5 +150,6 @@ def usage(prog: str, flags: Sequence[Flag], intro: str) -> str:
         lines.append(f"  --{f.name}{kind}{default}")
         text = f.help + ("" if f.implemented else " [accepted for compatibility; no effect yet]")
         lines.extend(textwrap.wrap(text, 72, initial_indent="      ", subsequent_indent="      "))
-        lines.append(f"      env: {f.env}")
+        if f.from_env:
+            lines.append(f"      env: {f.env}")
     return "\n".join(lines) + "\n"

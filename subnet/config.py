@@ -98,7 +98,7 @@ def _cidr(version: int, field_name: str, example: str) -> Callable[[Any], IPNetw
     def conv(value: Any) -> IPNetwork:
         text = _string(field_name, example)(value)
         try:
-            net = ipaddress.ip_network(text, strict=False)
+            net = None if "%" in text else ipaddress.ip_network(text, strict=False)
         except ValueError:
             net = None
         if net is None or net.version != version or "/" not in text:
@@ -114,7 +114,7 @@ def _address(version: int, field_name: str, example: str) -> Callable[[Any], IPA
     def conv(value: Any) -> IPAddress | None:
         text = _string(field_name, example)(value)
         try:
-            addr = ipaddress.ip_address(text)
+            addr = None if "%" in text else ipaddress.ip_address(text)
         except ValueError:
             addr = None
         if addr is None or addr.version != version:
@@ -157,6 +157,19 @@ def _object(field_name: str) -> Callable[[Any], dict[str, Any]]:
     return conv
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def strict_json_loads(text: str | bytes) -> Any:
+    """`json.loads` as strict as Go's decoder: NaN/Infinity rejected, any failure (also absurd
+    nesting) raised as ValueError."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        raise ValueError(str(err) or type(err).__name__) from None
+
+
 # JSON key (any case) -> (dataclass field, converter)
 _FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "network": ("network", _cidr(4, "Network", "10.244.0.0/16")),
@@ -186,8 +199,8 @@ def parse_config(text: str | bytes) -> NetworkConfig:
     Format: flannel `pkg/subnet/config.go` Config (Go JSON: case-insensitive keys, unknown ignored).
     """
     try:
-        data = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as err:
+        data = strict_json_loads(text)
+    except ValueError as err:
         raise ConfigError(
             "(json)",
             f"not valid JSON ({err}); expected an object like "
@@ -261,7 +274,10 @@ def _subnet_defaults(
         if addr not in net:
             raise ConfigError(name, f"{addr} is outside {net_name} {net}")
         if int(addr) % size:
-            raise ConfigError(name, f"{addr} is not on a /{sublen} boundary (SubnetLen)")
+            aligned = ipaddress.ip_address(int(addr) & ~(size - 1))
+            raise ConfigError(
+                name, f"{addr} is not on a /{sublen} boundary (SubnetLen); use e.g. {aligned}"
+            )
     return sublen, lo, hi
 
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from subnet.config import json_fields
+from subnet.config import json_fields, strict_json_loads
 
 IPv4Network = ipaddress.IPv4Network
 IPv6Network = ipaddress.IPv6Network
@@ -28,7 +28,7 @@ class LeaseFormatError(ValueError):
 
 # Matched against the end of the whole etcd key only (flannel does not anchor the start); the IPv6
 # part is lowercase hex, as Go writes it.
-_KEY_RE = re.compile(r"(\d+\.\d+\.\d+\.\d+)-(\d+)(?:&([a-f\d:]+)-(\d+))?$")
+_KEY_RE = re.compile(r"([0-9]+\.[0-9]+\.[0-9]+\.[0-9]+)-([0-9]+)(?:&([a-f0-9:]+)-([0-9]+))?\Z")
 
 
 def make_subnet_key(subnet: IPv4Network | None, ipv6_subnet: IPv6Network | None = None) -> str:
@@ -49,7 +49,8 @@ def parse_subnet_key(key: str) -> tuple[IPv4Network | None, IPv6Network | None]:
     """Parse a subnet key (or a whole etcd key ending in one) into (IPv4 subnet, IPv6 subnet).
 
     The empty IPv4 part `0.0.0.0-0` gives None. Raises `LeaseFormatError` for anything flannel
-    rejects: prefixes of 32 (IPv4) or 128 (IPv6) and longer, invalid addresses, trailing text.
+    rejects: prefixes of 32 (IPv4) or 128 (IPv6) and longer, invalid addresses, trailing text;
+    and, unlike flannel, an address with host bits set (its key could not be written back).
     """
     m = _KEY_RE.search(key)
     if m is None:
@@ -58,12 +59,12 @@ def parse_subnet_key(key: str) -> tuple[IPv4Network | None, IPv6Network | None]:
     try:
         if int(v4_len) > 31:  # flannel parses it as a 5-bit number
             raise ValueError("IPv4 prefix length above 31")
-        v4 = ipaddress.IPv4Network(f"{v4_text}/{int(v4_len)}", strict=False)
+        v4 = ipaddress.IPv4Network(f"{v4_text}/{int(v4_len)}")  # host bits set: invalid
         v6 = None
         if v6_text is not None:
             if int(v6_len) > 127:  # a 7-bit number in flannel
                 raise ValueError("IPv6 prefix length above 127")
-            v6 = ipaddress.IPv6Network(f"{v6_text}/{int(v6_len)}", strict=False)
+            v6 = ipaddress.IPv6Network(f"{v6_text}/{int(v6_len)}")
     except ValueError as err:
         raise LeaseFormatError(f"{key!r} is not a valid subnet key: {err}") from None
     empty_v4 = int(v4.network_address) == 0 and v4.prefixlen == 0
@@ -73,9 +74,15 @@ def parse_subnet_key(key: str) -> tuple[IPv4Network | None, IPv6Network | None]:
 # --- lease values --------------------------------------------------------------------------------
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def go_json(value: Any) -> str:
-    """Encode like Go's `json.Marshal`: compact, UTF-8, and `<`, `>`, `&`, U+2028/9 escaped."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """Encode like Go's `json.Marshal`: compact, UTF-8, `<`, `>`, `&`, U+2028/9 escaped.
+
+    Raises ValueError for NaN or infinite numbers (not JSON)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    text = _SURROGATE.sub("\ufffd", text)  # Go writes invalid UTF-16 as U+FFFD
     for char, escaped in (
         ("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"),
         ("\u2028", "\\u2028"), ("\u2029", "\\u2029"),
@@ -123,8 +130,8 @@ class LeaseAttrs:
         Raises `LeaseFormatError` for invalid JSON or fields of the wrong type.
         """
         try:
-            data = json.loads(value)
-        except (ValueError, UnicodeDecodeError) as err:
+            data = strict_json_loads(value)
+        except ValueError as err:
             raise LeaseFormatError(f"lease value is not JSON: {err}") from None
         if not isinstance(data, dict):
             raise LeaseFormatError("lease value is not a JSON object")
@@ -132,6 +139,8 @@ class LeaseAttrs:
         try:
             public_ip = ipaddress.IPv4Address(_opt_str(f, "publicip") or "0.0.0.0")
             v6 = _opt_str(f, "publicipv6")
+            if v6 and "%" in v6:
+                raise ValueError(f"{v6!r} has a zone suffix")
             public_ipv6 = ipaddress.IPv6Address(v6) if v6 else None
         except ValueError as err:
             raise LeaseFormatError(f"lease value has a bad public IP: {err}") from None

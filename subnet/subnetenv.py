@@ -107,6 +107,9 @@ def previous_cidr(values: dict[str, str], key: str, version: int) -> IPNetwork |
     """
     found: list[IPNetwork] = []
     for part in values.get(key, "").split(","):
+        _, slash, plen = part.strip().partition("/")
+        if not (slash and plen.isascii() and plen.isdigit()):
+            continue  # Go's net.ParseCIDR needs "address/bits"
         try:
             net = ipaddress.ip_network(part.strip(), strict=False)
         except ValueError:

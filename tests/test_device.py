@@ -54,12 +54,12 @@ def link_json(ns: str, dev: str) -> dict[str, object]:
     return out
 
 
-def make_device(ns: str, cfg: VXLANConfig = VXLANConfig()) -> VxlanDevice:
+def make_device(ns: str, cfg: VXLANConfig | None = None) -> VxlanDevice:
     with inside(ns):
         ipr = IPRoute()
         index = ipr.link_lookup(ifname="eth0")[0]
         ipr.close()
-        dev = VxlanDevice(cfg, 4, "198.51.100.1", index, 1500)
+        dev = VxlanDevice(cfg or VXLANConfig(), 4, "198.51.100.1", index, 1500)
         dev.ipr  # noqa: B018 - open the socket inside the namespace
     return dev
 

@@ -83,7 +83,11 @@ def test_departed_peer_loses_its_entries_on_the_others(testbed: Testbed) -> None
     assert testbed.stop_daemon(gone) == 0
     testbed.client.delete(f"{testbed.etcd_prefix}/subnets/{key}")
     for node in nodes[:2]:
-        wait_for(f"{subnet} to leave {node.name}", lambda n=node: subnet not in testbed.routes(n))
+
+        def route_gone(n: Node = node) -> bool:
+            return subnet not in testbed.routes(n)
+
+        wait_for(f"{subnet} to leave {node.name}", route_gone)
         assert vtep_ip not in testbed.neighbours(node)
         assert (mac, public_ip) not in testbed.fdb(node)
         # the remaining peer is untouched

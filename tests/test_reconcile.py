@@ -1,0 +1,460 @@
+"""Unit tests for the kernel diff and the reconciler (backend.reconcile).
+
+The kernel is replaced by `FakeDatapath`, an in-memory model of one flannel.N device's neighbour,
+FDB and route tables that records every write and can be told to fail some of them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from backend.reconcile import KernelState, Op, PeerEntry, Reconciler, SyncResult, diff
+from subnet.peers import PeerTable
+
+MAC_A = "aa:aa:aa:aa:aa:01"
+MAC_B = "bb:bb:bb:bb:bb:02"
+MAC_C = "cc:cc:cc:cc:cc:03"
+
+
+def entry(n: int, mac: str = MAC_A, public: str | None = None) -> PeerEntry:
+    return PeerEntry(f"10.5.{n}.0/24", f"10.5.{n}.0", mac, public or f"192.168.0.{n}")
+
+
+def programmed(e: PeerEntry) -> KernelState:
+    return KernelState.of([e])
+
+
+@dataclass
+class Failure:
+    remaining: int  # how many more attempts fail; -1: every attempt
+
+
+class FakeDatapath:
+    """An in-memory device: applies Ops to a KernelState, logs them, fails on request."""
+
+    def __init__(self, state: KernelState | None = None) -> None:
+        self.state = state or KernelState()
+        self.log: list[Op] = []
+        self.attempts: list[Op] = []
+        self.failures: dict[tuple[str, str, str], Failure] = {}
+        self.recreate = False
+        self.dumps = 0
+
+    def fail(self, kind: str, action: str, a: str, times: int = -1) -> None:
+        self.failures[(kind, action, a)] = Failure(times)
+
+    def dump(self) -> KernelState:
+        self.dumps += 1
+        return KernelState(dict(self.state.neighs), set(self.state.fdb), dict(self.state.routes))
+
+    def ensure_device(self) -> bool:
+        if self.recreate:
+            self.recreate = False
+            self.state = KernelState()
+            return True
+        return False
+
+    def apply(self, op: Op) -> None:
+        self.attempts.append(op)
+        failure = self.failures.get((op.kind, op.action, op.a))
+        if failure is not None and failure.remaining != 0:
+            failure.remaining -= 1 if failure.remaining > 0 else 0
+            raise OSError(f"EBUSY: {op.kind} {op.action} {op.a}")
+        self.log.append(op)
+        s = self.state
+        if op.kind == "neigh":
+            if op.action == "replace":
+                s.neighs[op.a] = op.b or ""
+            else:
+                s.neighs.pop(op.a, None)
+        elif op.kind == "fdb":
+            if op.action == "replace":
+                s.fdb.add((op.a, op.b or ""))
+            else:
+                s.fdb.discard((op.a, op.b or ""))
+        elif op.action == "replace":
+            s.routes[op.a] = op.b
+        else:
+            s.routes.pop(op.a, None)
+
+
+def reconciler(
+    table: PeerTable[PeerEntry], dp: FakeDatapath, retries: int = 3
+) -> Reconciler[PeerEntry]:
+    return Reconciler(table, dp, lambda record: record, retries=retries, backoff=0)
+
+
+# --- diff -----------------------------------------------------------------------------------------
+
+
+def test_new_peer_gets_neigh_fdb_route_in_that_order() -> None:
+    e = entry(2)
+    assert diff({"k2": e}, KernelState()) == [
+        Op("neigh", "replace", "10.5.2.0", MAC_A, "k2"),
+        Op("fdb", "replace", MAC_A, "192.168.0.2", "k2"),
+        Op("route", "replace", "10.5.2.0/24", "10.5.2.0", "k2"),
+    ]
+
+
+def test_unchanged_peer_needs_no_ops() -> None:
+    e = entry(2)
+    assert diff({"k2": e}, programmed(e)) == []
+
+
+def test_mac_change_replaces_neigh_and_fdb_and_deletes_old_fdb() -> None:
+    old, new = entry(2, MAC_A), entry(2, MAC_B)
+    assert diff({"k2": new}, programmed(old)) == [
+        Op("neigh", "replace", "10.5.2.0", MAC_B, "k2"),
+        Op("fdb", "replace", MAC_B, "192.168.0.2", "k2"),
+        Op("fdb", "delete", MAC_A, "192.168.0.2"),
+    ]
+
+
+def test_public_ip_change_replaces_fdb_and_deletes_old_one() -> None:
+    old, new = entry(2, public="192.168.0.2"), entry(2, public="192.168.9.9")
+    assert diff({"k2": new}, programmed(old)) == [
+        Op("fdb", "replace", MAC_A, "192.168.9.9", "k2"),
+        Op("fdb", "delete", MAC_A, "192.168.0.2"),
+    ]
+
+
+def test_removed_peer_deletes_route_fdb_neigh_in_that_order() -> None:
+    assert diff({}, programmed(entry(2))) == [
+        Op("route", "delete", "10.5.2.0/24", "10.5.2.0"),
+        Op("fdb", "delete", MAC_A, "192.168.0.2"),
+        Op("neigh", "delete", "10.5.2.0", MAC_A),
+    ]
+
+
+def test_route_with_wrong_gateway_is_replaced() -> None:
+    e = entry(2)
+    actual = programmed(e)
+    actual.routes[e.subnet] = "10.5.99.0"
+    assert diff({"k2": e}, actual) == [Op("route", "replace", "10.5.2.0/24", "10.5.2.0", "k2")]
+    actual.routes[e.subnet] = None
+    assert diff({"k2": e}, actual) == [Op("route", "replace", "10.5.2.0/24", "10.5.2.0", "k2")]
+
+
+def test_missing_neighbour_alone_is_rewritten() -> None:
+    e = entry(2)
+    actual = programmed(e)
+    del actual.neighs[e.vtep_ip]
+    assert diff({"k2": e}, actual) == [Op("neigh", "replace", "10.5.2.0", MAC_A, "k2")]
+
+
+def test_unexpected_kernel_entries_are_deleted() -> None:
+    e = entry(2)
+    actual = programmed(e)
+    actual.routes["10.7.0.0/24"] = "10.7.0.0"
+    actual.fdb.add((MAC_C, "192.168.7.7"))
+    actual.neighs["10.7.0.0"] = MAC_C
+    assert diff({"k2": e}, actual) == [
+        Op("route", "delete", "10.7.0.0/24", "10.7.0.0"),
+        Op("fdb", "delete", MAC_C, "192.168.7.7"),
+        Op("neigh", "delete", "10.7.0.0", MAC_C),
+    ]
+
+
+def test_ops_are_grouped_per_peer_in_desired_order() -> None:
+    ops = diff({"k3": entry(3, MAC_B), "k2": entry(2)}, KernelState())
+    assert [(op.key, op.kind) for op in ops] == [
+        ("k3", "neigh"),
+        ("k3", "fdb"),
+        ("k3", "route"),
+        ("k2", "neigh"),
+        ("k2", "fdb"),
+        ("k2", "route"),
+    ]
+
+
+def test_kernel_state_of() -> None:
+    state = KernelState.of([entry(2), entry(3, MAC_B)])
+    assert state.neighs == {"10.5.2.0": MAC_A, "10.5.3.0": MAC_B}
+    assert state.fdb == {(MAC_A, "192.168.0.2"), (MAC_B, "192.168.0.3")}
+    assert state.routes == {"10.5.2.0/24": "10.5.2.0", "10.5.3.0/24": "10.5.3.0"}
+
+
+_peer_sets = st.dictionaries(
+    st.integers(1, 12),
+    st.tuples(st.sampled_from([MAC_A, MAC_B, MAC_C]), st.integers(1, 4)),
+    max_size=8,
+)
+
+
+def _peers(spec: dict[int, tuple[str, int]]) -> dict[str, PeerEntry]:
+    return {f"k{n}": entry(n, mac, f"192.168.1.{ip}") for n, (mac, ip) in spec.items()}
+
+
+@settings(max_examples=150, deadline=None)
+@given(_peer_sets, _peer_sets, st.sets(st.integers(1, 12), max_size=4))
+def test_applying_the_diff_converges(
+    want_spec: dict[int, tuple[str, int]],
+    have_spec: dict[int, tuple[str, int]],
+    drift: set[int],
+) -> None:
+    desired = _peers(want_spec)
+    actual = KernelState.of(_peers(have_spec).values())
+    for n in drift:  # foreign entries nobody asked for
+        actual.routes[f"10.9.{n}.0/24"] = None
+        actual.neighs[f"10.9.{n}.0"] = MAC_C
+    dp = FakeDatapath(actual)
+    for op in diff(desired, dp.dump()):
+        dp.apply(op)
+    assert dp.state == KernelState.of(desired.values())
+    assert diff(desired, dp.dump()) == []
+
+
+# --- Reconciler -----------------------------------------------------------------------------------
+
+
+def test_full_sync_programs_every_peer() -> None:
+    table: PeerTable[PeerEntry] = PeerTable()
+    table.reset([("k2", entry(2)), ("k3", entry(3, MAC_B))])
+    dp = FakeDatapath()
+    r = reconciler(table, dp)
+    result = r.full_sync()
+    assert (result.ops, result.failed, result.retry) == (6, 0, set())
+    assert dp.state == KernelState.of([entry(2), entry(3, MAC_B)])
+    assert r.programmed == {"k2": entry(2), "k3": entry(3, MAC_B)}
+    assert r.last_full_sync is not None
+
+
+def test_second_full_sync_writes_nothing() -> None:
+    table: PeerTable[PeerEntry] = PeerTable()
+    table.reset([("k2", entry(2))])
+    dp = FakeDatapath()
+    r = reconciler(table, dp)
+    r.full_sync()
+    dp.log.clear()
+    result = r.full_sync()
+    assert result.ops == 0
+    assert dp.log == []
+    assert dp.dumps == 2
+
+
+def test_full_sync_repairs_only_the_drift() -> None:
+    table: PeerTable[PeerEntry] = PeerTable()
+    table.reset([("k2", entry(2)), ("k3", entry(3))])
+    dp = FakeDatapath()
+    r = reconciler(table, dp)
+    r.full_sync()
+    dp.log.clear()
+    del dp.state.neighs["10.5.3.0"]  # someone ran `ip neigh del`
+    dp.state.routes["10.8.0.0/24"] = "10.8.0.0"  # a leftover of a departed peer
+    result = r.full_sync()
+    assert dp.log == [
+        Op("neigh", "replace", "10.5.3.0", MAC_A, "k3"),
+        Op("route", "delete", "10.8.0.0/24", "10.8.0.0"),
+    ]
+    assert result.ops == 2
+    assert dp.state == KernelState.of([entry(2), entry(3)])
+
+
+def test_recreated_device_gets_every_peer_again() -> None:
+    table: PeerTable[PeerEntry] = PeerTable()
+    table.reset([("k2", entry(2))])
+    dp = FakeDatapath()
+    r = reconciler(table, dp)
+    r.full_sync()
+    dp.recreate = True
+    dp.log.clear()
+    result = r.full_sync()
+    assert result.ops == 3
+    assert [op.kind for op in dp.log] == ["neigh", "fdb", "route"]
+    assert dp.state == KernelState.of([entry(2)])
+
+
+def test_select_filters_records() -> None:
+    table: PeerTable[PeerEntry] = PeerTable()
+    table.reset([("k2", entry(2)), ("k3", entry(3))])
+    dp = FakeDatapath()
+    r: Reconciler[PeerEntry] = Reconciler(
+        table, dp, lambda e: e if e.subnet != "10.5.3.0/24" else None, backoff=0
+    )
+    r.full_sync()
+    assert set(r.programmed) == {"k2"}
+    assert dp.state == KernelState.of([entry(2)])
+
+
+def test_sync_keys_touches_only_dirty_keys() -> None:
+    table: PeerTable[PeerEntry] = PeerTable()
+    table.reset([("k2", entry(2)), ("k3", entry(3))])
+    dp = FakeDatapath()
+    r = reconciler(table, dp)
+    r.full_sync()
+    table.wait(0)
+    del dp.state.neighs["10.5.2.0"]  # drift on k2: not dirty, so not looked at
+    table.upsert("k3", entry(3, MAC_B))
+    dirty, _ = table.wait(0)
+    assert dirty == {"k3"}
+    dp.log.clear()
+    dumps = dp.dumps
+    result = r.sync_keys(dirty)
+    assert dp.log == [
+        Op("neigh", "replace", "10.5.3.0", MAC_B, "k3"),
+        Op("fdb", "replace", MAC_B, "192.168.0.3", "k3"),
+        Op("fdb", "delete", MAC_A, "192.168.0.3"),
+    ]
+    assert result.ops == 3
+    assert dp.dumps == dumps  # incremental passes never dump the kernel
+    assert "10.5.2.0" not in dp.state.neighs
+    assert r.programmed["k3"] == entry(3, MAC_B)
+
+
+def test_sync_keys_removes_a_departed_peer() -> None:
+    table: PeerTable[PeerEntry] = PeerTable()
+    table.reset([("k2", entry(2)), ("k3", entry(3, MAC_B))])
+    dp = FakeDatapath()
+    r = reconciler(table, dp)
+    r.full_sync()
+    dp.log.clear()
+    table.remove("k2")
+    result = r.sync_keys({"k2"})
+    assert dp.log == [
+        Op("route", "delete", "10.5.2.0/24", "10.5.2.0"),
+        Op("fdb", "delete", MAC_A, "192.168.0.2"),
+        Op("neigh", "delete", "10.5.2.0", MAC_A),
+    ]
+    assert result.retry == set()
+    assert set(r.programmed) == {"k3"}
+    assert dp.state == KernelState.of([entry(3, MAC_B)])
+
+
+def test_sync_keys_for_an_unknown_key_does_nothing() -> None:
+    table: PeerTable[PeerEntry] = PeerTable()
+    dp = FakeDatapath()
+    r = reconciler(table, dp)
+    result = r.sync_keys({"ghost"})
+    assert (result.ops, dp.log, r.programmed) == (0, [], {})
+
+
+def test_failing_write_is_retried_and_then_succeeds() -> None:
+    table: PeerTable[PeerEntry] = PeerTable()
+    table.reset([("k2", entry(2))])
+    dp = FakeDatapath()
+    dp.fail("fdb", "replace", MAC_A, times=2)
+    r = reconciler(table, dp, retries=3)
+    result = r.full_sync()
+    assert (result.failed, result.retry) == (0, set())
+    assert [op.kind for op in dp.attempts] == ["neigh", "fdb", "fdb", "fdb", "route"]
+    assert r.programmed == {"k2": entry(2)}
+
+
+def test_persistently_failing_peer_is_retried_later_and_not_recorded() -> None:
+    table: PeerTable[PeerEntry] = PeerTable()
+    table.reset([("k2", entry(2)), ("k3", entry(3, MAC_B))])
+    dp = FakeDatapath()
+    dp.fail("fdb", "replace", MAC_A)
+    r = reconciler(table, dp, retries=3)
+    result = r.full_sync()
+    assert result.retry == {"k2"}
+    assert result.failed == 1
+    assert result.ops == 6
+    k2_attempts = [op for op in dp.attempts if op.key == "k2"]
+    assert [(op.kind, op.action) for op in k2_attempts] == [
+        ("neigh", "replace"),
+        ("fdb", "replace"),
+        ("fdb", "replace"),
+        ("fdb", "replace"),
+    ]  # three tries of the FDB entry, and the route is never attempted
+    assert "10.5.2.0/24" not in dp.state.routes
+    assert set(r.programmed) == {"k3"}
+    assert dp.state.routes["10.5.3.0/24"] == "10.5.3.0"
+
+
+def test_failed_peer_is_written_again_by_the_next_incremental_pass() -> None:
+    table: PeerTable[PeerEntry] = PeerTable()
+    table.reset([("k2", entry(2))])
+    dp = FakeDatapath()
+    dp.fail("route", "replace", "10.5.2.0/24", times=3)
+    r = reconciler(table, dp, retries=3)
+    first = r.sync_keys({"k2"})
+    assert first.retry == {"k2"}
+    assert "k2" not in r.programmed
+    second = r.sync_keys(first.retry)
+    assert second.retry == set()
+    assert r.programmed == {"k2": entry(2)}
+    assert dp.state == KernelState.of([entry(2)])
+
+
+def test_delete_failures_are_counted_but_not_retried_per_peer() -> None:
+    table: PeerTable[PeerEntry] = PeerTable()
+    table.reset([])
+    dp = FakeDatapath(programmed(entry(2)))
+    dp.fail("route", "delete", "10.5.2.0/24")
+    r = reconciler(table, dp, retries=2)
+    result = r.full_sync()
+    assert result.failed == 1
+    assert result.retry == set()
+    assert dp.state.neighs == {}
+    assert dp.state.fdb == set()
+
+
+def test_on_pass_reports_each_pass() -> None:
+    table: PeerTable[PeerEntry] = PeerTable()
+    table.reset([("k2", entry(2))])
+    dp = FakeDatapath()
+    ticks = iter(range(100))
+    r: Reconciler[PeerEntry] = Reconciler(
+        table, dp, lambda e: e, backoff=0, clock=lambda: float(next(ticks))
+    )
+    seen: list[tuple[str, SyncResult, float]] = []
+    r.on_pass = lambda kind, result, took: seen.append((kind, result, took))
+    r.full_sync()
+    r.sync_keys({"k2"})
+    assert [(kind, res.ops) for kind, res, _ in seen] == [("full", 3), ("incremental", 0)]
+    assert all(took > 0 for _, _, took in seen)
+
+
+def test_run_does_a_full_sync_once_synced_then_stops() -> None:
+    table: PeerTable[PeerEntry] = PeerTable()
+    dp = FakeDatapath()
+    r = reconciler(table, dp)
+    stop = threading.Event()
+    worker = threading.Thread(target=r.run, args=(stop,), daemon=True)
+    worker.start()
+    try:
+        table.reset([("k2", entry(2))])
+        assert r.first_sync_done.wait(3.0)
+        assert dp.state == KernelState.of([entry(2)])
+        table.upsert("k3", entry(3, MAC_B))
+        deadline = time.monotonic() + 3.0
+        while "k3" not in r.programmed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert r.programmed.get("k3") == entry(3, MAC_B)
+    finally:
+        stop.set()
+        table.request_full_sync()
+        worker.join(3.0)
+    assert not worker.is_alive()
+
+
+class CountingTable(PeerTable[PeerEntry]):
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits = 0
+
+    def wait(self, timeout: float) -> tuple[set[str], bool]:
+        self.waits += 1
+        return super().wait(timeout)
+
+
+def test_run_does_not_spin_before_the_first_snapshot() -> None:
+    table = CountingTable()
+    table.upsert("k2", entry(2))  # a watch event before the snapshot: table not synced
+    dp = FakeDatapath()
+    r = reconciler(table, dp)
+    stop = threading.Event()
+    worker = threading.Thread(target=r.run, args=(stop,), daemon=True)
+    worker.start()
+    time.sleep(0.2)
+    stop.set()
+    table.request_full_sync()
+    worker.join(3.0)
+    assert dp.log == []  # nothing is written before the table is synced
+    assert table.waits <= 10

@@ -213,13 +213,18 @@ class Daemon:
     def _count_invalid(self, key: str, reason: str) -> None:
         self.counters.invalid_leases += 1
 
-    def _peer(self, lease: Lease) -> VxlanPeer | None:
-        """A peer's record, or None for our own lease, another backend, or bad backend data."""
+    def _is_own(self, lease: Lease) -> bool:
         own = self.lease
-        if own is not None and (
+        return own is not None and (
             lease.key == own.key or (lease.subnet is not None and lease.subnet == own.subnet)
-        ):
-            return None
+        )
+
+    def _peer(self, lease: Lease) -> VxlanPeer | None:
+        """A peer's record; None for a lease of another backend type.
+
+        Raises PeerFormatError (logged once per key and problem, and counted) for unusable
+        backend data.
+        """
         try:
             return peer_from_lease(lease)
         except PeerFormatError as err:
@@ -228,7 +233,7 @@ class Daemon:
                 self._bad_peers.add(token)
                 log.warning("skipping peer lease %s: %s", lease.key, err)
             self.counters.invalid_leases += 1
-            return None
+            raise
 
     def _on_snapshot(self, leases: list[Lease]) -> None:
         own = self.lease
@@ -236,17 +241,27 @@ class Daemon:
             self.lease_lost.set()
         records = []
         for lease in leases:
-            peer = self._peer(lease)
+            if self._is_own(lease):
+                continue
+            try:
+                peer = self._peer(lease)
+            except PeerFormatError:
+                continue
             if peer is not None:
                 records.append((lease.key, peer))
         self.table.reset(records)
 
     def _on_put(self, lease: Lease) -> None:
-        peer = self._peer(lease)
-        if peer is not None:
+        if self._is_own(lease):
+            return
+        try:
+            peer = self._peer(lease)
+        except PeerFormatError:
+            return  # keep the peer's last good state (decisions #2)
+        if peer is None:
+            self.table.remove(lease.key)  # the peer switched to another backend
+        else:
             self.table.upsert(lease.key, peer)
-        elif self.lease is None or lease.key != self.lease.key:
-            self.table.remove(lease.key)  # e.g. switched to another backend or became invalid
 
     def _on_delete(self, key: str) -> None:
         if self.lease is not None and key == self.lease.key:

@@ -171,6 +171,9 @@ def test_malformed_leases_are_skipped_without_disturbing_others(testbed: Testbed
         '{"PublicIP":"198.18.0.98","PublicIPv6":null,"BackendType":"vxlan",'
         '"BackendData":{"VNI":1,"VtepMAC":"not-a-mac"}}',
     )
+    # a broken update of a live peer keeps that peer's last good entries
+    peer_key = f"{prefix}/{lease_key(testbed, peer)}"
+    testbed.client.put(peer_key, '{"PublicIP":"198.18.0.2","BackendType":"vxlan","BackendData":7}')
     # a valid lease written after the bad ones is still programmed: the watch went on
     good = LeaseAttrs.decode(
         b'{"PublicIP":"198.18.0.97","PublicIPv6":null,"BackendType":"vxlan",'

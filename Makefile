@@ -4,7 +4,7 @@ PY := .venv/bin/python
 NODES ?= 3
 PRIVATE := tests/private-netns
 
-.PHONY: demo test lint unit install bench clean
+.PHONY: demo test lint unit install clean
 
 install:
 	@tools/install-deps
@@ -21,7 +21,7 @@ test: install lint
 	$(PRIVATE) $(PY) -m pytest
 
 unit: install
-	$(PY) -m pytest -m "not kernel"
+	$(PY) -m pytest -m "not kernel and not etcd"
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

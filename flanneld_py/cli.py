@@ -95,8 +95,9 @@ FLAGS: list[Flag] = [
         "ip-masq",
         "bool",
         False,
-        "set up IP masquerade for traffic leaving the flannel network "
-        "(written to subnet.env as FLANNEL_IPMASQ)",
+        "masquerade traffic leaving the flannel network. So far only written to subnet.env as "
+        "FLANNEL_IPMASQ=true, which makes the CNI plugin leave masquerading to flanneld; the "
+        "masquerade rules themselves are not installed yet",
     ),
     Flag(
         "ip-masq-fully-random-disable",

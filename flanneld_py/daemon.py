@@ -49,10 +49,6 @@ SUPPORTED_BACKENDS = ("vxlan",)
 RENEW_RETRY = 60.0  # seconds between failed renewals (flannel's value)
 
 
-class StartupError(RuntimeError):
-    """A fatal start-up problem; the message tells the operator what to fix."""
-
-
 @dataclass
 class Counters:
     """Event counts, kept for the log and, later, for metrics."""
@@ -83,6 +79,11 @@ def warn_unimplemented(opts: Options) -> None:
     for flag in FLAGS:
         if not flag.implemented and getattr(opts, flag.attr) != flag.default:
             log.warning("--%s is not implemented yet in flanneld-py and has no effect", flag.name)
+    if opts.ip_masq:
+        log.warning(
+            "--ip-masq: flanneld-py does not install masquerade rules yet; pods' traffic "
+            "leaving the cluster network is not masqueraded"
+        )
 
 
 class Daemon:
@@ -122,11 +123,8 @@ class Daemon:
     def start(self) -> bool:
         """Run the start-up sequence; False when stopped before it finished.
 
-        Raises StartupError, ConfigError, InterfaceError for problems an operator must fix.
+        Raises ConfigError, InterfaceError for problems an operator must fix.
         """
-        margin = self.opts.subnet_lease_renew_margin
-        if not 1 <= margin <= 1439:
-            raise StartupError(f"--subnet-lease-renew-margin={margin}: must be 1 to 1439 minutes")
         warn_unimplemented(self.opts)
         cfg = wait_for_config(self.sm, self.stop)
         if cfg is None:
@@ -353,6 +351,10 @@ def _select_v4(peer: VxlanPeer) -> PeerEntry | None:
 
 def run(opts: Options) -> int:
     """Run flanneld-py until SIGTERM/SIGINT; returns the exit status (1 for start-up failures)."""
+    margin = opts.subnet_lease_renew_margin
+    if not 1 <= margin <= 1439:
+        log.error("--subnet-lease-renew-margin=%d: must be 1 to 1439 minutes", margin)
+        return 1
     daemon = Daemon(opts)
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -368,7 +370,7 @@ def run(opts: Options) -> int:
             return 0
         daemon.run_workers()
         return 0
-    except (StartupError, ConfigError, InterfaceError, ValueError) as err:
+    except (ConfigError, InterfaceError, ValueError) as err:
         log.error("%s", err)
         return 1
     finally:

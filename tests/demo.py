@@ -15,7 +15,7 @@ import sys
 import time
 from types import FrameType
 
-from tests.testbed import Node, Pod, Testbed, TestbedError, wait_for
+from tests.testbed import Node, Pod, Testbed, wait_for
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{time.monotonic() - started:.1f} s"
         )
         return 0 if failures == 0 else 1
-    except TestbedError as err:
-        print(f"demo failed: {err}", file=sys.stderr)
+    except Exception as err:  # one clear line instead of a traceback; cleanup still runs
+        print(f"demo failed: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; cleaning up", file=sys.stderr)

@@ -33,16 +33,14 @@ FLAGS: list[Flag] = [
         "bool",
         False,
         "take the subnet from the Kubernetes Node (spec.podCIDR) instead of etcd",
-        implemented=False,
     ),
-    Flag("kube-api-url", "str", "", "Kubernetes API server URL (kube mode)", implemented=False),
-    Flag("kubeconfig-file", "str", "", "kubeconfig file (kube mode)", implemented=False),
+    Flag("kube-api-url", "str", "", "Kubernetes API server URL (kube mode)"),
+    Flag("kubeconfig-file", "str", "", "kubeconfig file (kube mode)"),
     Flag(
         "kube-annotation-prefix",
         "str",
         "flannel.alpha.coreos.com",
         "prefix of the Node annotations flannel writes (kube mode)",
-        implemented=False,
     ),
     Flag(
         "iface",
@@ -83,7 +81,6 @@ FLAGS: list[Flag] = [
         "str",
         "/etc/kube-flannel/net-conf.json",
         "network config file (kube mode)",
-        implemented=False,
     ),
     Flag(
         "subnet-lease-renew-margin",
@@ -128,7 +125,6 @@ FLAGS: list[Flag] = [
         "bool",
         True,
         "set the Node's NetworkUnavailable condition to False once running (kube mode)",
-        implemented=False,
     ),
     Flag(
         "resync-period",
@@ -136,6 +132,13 @@ FLAGS: list[Flag] = [
         30.0,
         "seconds between full comparisons of the kernel's "
         "neighbour, FDB and route entries with the peer table (flanneld-py only)",
+    ),
+    Flag(
+        "podcidr-wait",
+        "float",
+        600.0,
+        "kube mode: seconds to wait for this node's spec.podCIDR before exiting with an error "
+        "(0 waits forever); a message says why every 30 s meanwhile (flanneld-py only)",
     ),
     Flag("version", "bool", False, "print the version and exit", from_env=False),
     Flag(
@@ -184,6 +187,7 @@ class Options:
     healthz_port: int = 0
     set_node_network_unavailable: bool = True
     resync_period: float = 30.0
+    podcidr_wait: float = 600.0
     version: bool = False
     v: int = 0
     vmodule: str = ""

@@ -17,7 +17,9 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from backend.reconcile import PeerEntry, Reconciler
 from backend.vxlan import (
@@ -32,14 +34,10 @@ from flanneld_py.cli import FLAGS, Options
 from flanneld_py.iface import InterfaceError, select_interface
 from subnet.allocate import OutOfSubnets
 from subnet.config import ConfigError, NetworkConfig
-from subnet.etcd import (
-    ConfigNotFound,
-    DatastoreUnavailable,
-    EtcdOptions,
-    EtcdRegistry,
-    EtcdSubnetManager,
-)
+from subnet.errors import DatastoreUnavailable, KubeError
+from subnet.etcd import ConfigNotFound, EtcdOptions, EtcdRegistry, EtcdSubnetManager
 from subnet.lease import Lease, LeaseAttrs
+from subnet.manager import SubnetManager
 from subnet.peers import PeerTable
 from subnet.subnetenv import SubnetEnv, previous_cidr, read_env_file, write_subnet_env
 
@@ -56,7 +54,45 @@ class Counters:
     invalid_leases: int = 0
 
 
-def wait_for_config(sm: EtcdSubnetManager, stop: threading.Event) -> NetworkConfig | None:
+def make_subnet_manager(
+    opts: Options,
+    previous: tuple[Any, Any],
+    on_invalid: Callable[[str, str], None],
+) -> SubnetManager:
+    """The etcd subnet manager, or the Kubernetes one with `--kube-subnet-mgr`.
+
+    Raises KubeError when the Kubernetes API or this node's name cannot be found.
+    """
+    if not opts.kube_subnet_mgr:
+        registry = EtcdRegistry(
+            EtcdOptions(
+                endpoints=opts.etcd_endpoints,
+                prefix=opts.etcd_prefix,
+                keyfile=opts.etcd_keyfile,
+                certfile=opts.etcd_certfile,
+                cafile=opts.etcd_cafile,
+                username=opts.etcd_username,
+                password=opts.etcd_password,
+            )
+        )
+        return EtcdSubnetManager(registry, previous, on_invalid=on_invalid)
+    from subnet.kube import KubeSubnetManager, api_client  # imports the kubernetes client
+
+    api = api_client(opts.kube_api_url, opts.kubeconfig_file)
+    node = KubeSubnetManager.node_name_from_env(api)
+    log.info("subnet manager: Kubernetes API, node %s", node)
+    return KubeSubnetManager(
+        api,
+        node,
+        opts.net_config_path,
+        opts.kube_annotation_prefix,
+        podcidr_wait=opts.podcidr_wait,
+        set_network_unavailable=opts.set_node_network_unavailable,
+        on_invalid=on_invalid,
+    )
+
+
+def wait_for_config(sm: SubnetManager, stop: threading.Event) -> NetworkConfig | None:
     """Read the network config, retrying every second while it is missing or etcd is down.
 
     Returns None when stopped. Raises ConfigError for an invalid config: retrying cannot fix that
@@ -98,18 +134,7 @@ class Daemon:
             previous_cidr(self.previous, "FLANNEL_SUBNET", 4),
             previous_cidr(self.previous, "FLANNEL_IPV6_SUBNET", 6),
         )
-        self.registry = EtcdRegistry(
-            EtcdOptions(
-                endpoints=opts.etcd_endpoints,
-                prefix=opts.etcd_prefix,
-                keyfile=opts.etcd_keyfile,
-                certfile=opts.etcd_certfile,
-                cafile=opts.etcd_cafile,
-                username=opts.etcd_username,
-                password=opts.etcd_password,
-            )
-        )
-        self.sm = EtcdSubnetManager(self.registry, prev, on_invalid=self._count_invalid)
+        self.sm = make_subnet_manager(opts, prev, self._count_invalid)
         self.table: PeerTable[VxlanPeer] = PeerTable()
         self.table.on_change = self._log_peer
         self.lease: Lease | None = None
@@ -143,7 +168,10 @@ class Daemon:
             log.warning(
                 "Backend.DirectRouting is not implemented yet; using the overlay for all peers"
             )
-        ext = select_interface(self.opts.iface, self.opts.public_ip)
+        stored_ip, _ = self.sm.stored_public_ips()
+        if stored_ip:
+            log.info("using public IP %s from the node's node-public-ip annotation", stored_ip)
+        ext = select_interface(self.opts.iface, stored_ip or self.opts.public_ip)
         log.info(
             "using interface %s (index %d, MTU %d), address %s, public IP %s",
             ext.name,
@@ -152,7 +180,8 @@ class Daemon:
             ext.iface_addr,
             ext.ext_addr,
         )
-        self.device = VxlanDevice(vx, 4, ext.ext_addr, ext.index, ext.mtu)
+        stored_mac, _ = self.sm.stored_macs()
+        self.device = VxlanDevice(vx, 4, ext.ext_addr, ext.index, ext.mtu, stored_mac)
         self.device.ensure_device()
         attrs = LeaseAttrs(
             public_ip=ipaddress.IPv4Address(ext.ext_addr),
@@ -170,7 +199,7 @@ class Daemon:
         delay = 1.0
         while not self.stop.is_set():
             try:
-                return self.sm.acquire_lease(cfg, attrs)
+                return self.sm.acquire_lease(cfg, attrs, self.stop)
             except (DatastoreUnavailable, OutOfSubnets) as err:
                 log.error("could not acquire a lease: %s; retrying in %.0f s", err, delay)
             self.stop.wait(delay)
@@ -211,10 +240,10 @@ class Daemon:
     def _count_invalid(self, key: str, reason: str) -> None:
         self.counters.invalid_leases += 1
 
-    def _is_own(self, lease: Lease) -> bool:
+    def _is_own(self, key: str, lease: Lease) -> bool:
         own = self.lease
         return own is not None and (
-            lease.key == own.key or (lease.subnet is not None and lease.subnet == own.subnet)
+            key == self.sm.own_key(own) or (lease.subnet is not None and lease.subnet == own.subnet)
         )
 
     def _peer(self, lease: Lease) -> VxlanPeer | None:
@@ -233,38 +262,46 @@ class Daemon:
             self.counters.invalid_leases += 1
             raise
 
-    def _on_snapshot(self, leases: list[Lease]) -> None:
+    def _on_snapshot(self, items: list[tuple[str, Lease]]) -> None:
         own = self.lease
-        if own is not None and own.lease_id != 0 and not any(x.key == own.key for x in leases):
+        if (
+            own is not None
+            and self.sm.renews
+            and own.lease_id != 0
+            and not any(key == self.sm.own_key(own) for key, _ in items)
+        ):
+            log.warning("this node's lease %s is gone from the datastore", own.key)
             self.lease_lost.set()
         records = []
-        for lease in leases:
-            if self._is_own(lease):
+        for key, lease in items:
+            if self._is_own(key, lease):
                 continue
             try:
                 peer = self._peer(lease)
             except PeerFormatError:
                 continue
             if peer is not None:
-                records.append((lease.key, peer))
+                records.append((key, peer))
         self.table.reset(records)
 
-    def _on_put(self, lease: Lease) -> None:
-        if self._is_own(lease):
+    def _on_put(self, key: str, lease: Lease) -> None:
+        if self._is_own(key, lease):
             return
         try:
             peer = self._peer(lease)
         except PeerFormatError:
             return  # keep the peer's last good state (decisions #2)
         if peer is None:
-            self.table.remove(lease.key)  # the peer switched to another backend
+            self.table.remove(key)  # the peer switched to another backend
         else:
-            self.table.upsert(lease.key, peer)
+            self.table.upsert(key, peer)
 
     def _on_delete(self, key: str) -> None:
-        if self.lease is not None and key == self.lease.key:
-            log.warning("this node's lease %s was deleted or expired", key)
-            self.lease_lost.set()
+        own = self.lease
+        if own is not None and key == self.sm.own_key(own):
+            if self.sm.renews:
+                log.warning("this node's lease %s was deleted or expired", own.key)
+                self.lease_lost.set()
             return
         self.table.remove(key)
 
@@ -304,7 +341,14 @@ class Daemon:
         ]
         for t in threads:
             t.start()
-        self._keep_lease()
+        try:
+            self.sm.complete_lease()
+        except Exception as err:  # the datapath works regardless; say so and go on
+            log.error("could not mark the node's network as available: %s", err)
+        if self.sm.renews:
+            self._keep_lease()
+        else:
+            self.stop.wait()
         for t in threads:
             t.join(timeout=5)
 
@@ -316,7 +360,8 @@ class Daemon:
             assert lease is not None and self.cfg is not None
             if self.lease_lost.is_set():
                 self.lease_lost.clear()
-                self.sm.previous = (lease.subnet, lease.ipv6_subnet)
+                if isinstance(self.sm, EtcdSubnetManager):  # prefer the subnet we had
+                    self.sm.previous = (lease.subnet, lease.ipv6_subnet)
                 new = self._acquire(self.cfg, lease.attrs)
                 if new is not None:
                     self._use_lease(new)
@@ -342,7 +387,7 @@ class Daemon:
         """Release sockets; the kernel state and subnet.env stay as they are."""
         if self.device is not None:
             self.device.close()
-        self.registry.close()
+        self.sm.close()
 
 
 def _select_v4(peer: VxlanPeer) -> PeerEntry | None:
@@ -370,7 +415,7 @@ def run(opts: Options) -> int:
             return 0
         daemon.run_workers()
         return 0
-    except (ConfigError, InterfaceError, ValueError) as err:
+    except (ConfigError, InterfaceError, KubeError, ValueError) as err:
         log.error("%s", err)
         return 1
     finally:

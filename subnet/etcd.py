@@ -30,6 +30,7 @@ import pyetcd.exceptions
 
 from subnet.allocate import choose_subnets
 from subnet.config import NetworkConfig, check_network_config, parse_config
+from subnet.errors import DatastoreUnavailable
 from subnet.lease import Lease, LeaseAttrs, LeaseFormatError, parse_subnet_key
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,6 @@ _GRPC_OPTIONS = [  # notice a silently dead connection within about 15 s
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
 ]
-
-
-class DatastoreUnavailable(RuntimeError):
-    """etcd could not be reached (every endpoint failed, timed out, or lost its leader)."""
 
 
 class ConfigNotFound(LookupError):
@@ -279,6 +276,27 @@ class EtcdSubnetManager:
         self.on_invalid = on_invalid or (lambda key, reason: None)
         self._invalid_seen: set[tuple[str, bytes]] = set()
 
+    renews = True
+
+    def stored_public_ips(self) -> tuple[str, str]:
+        """etcd keeps no per-node public IP override."""
+        return "", ""
+
+    def stored_macs(self) -> tuple[str | None, str | None]:
+        """A new VTEP MAC is chosen at each device creation in etcd mode (as flanneld does)."""
+        return None, None
+
+    def own_key(self, lease: Lease) -> str:
+        """Peers are keyed by subnet key, so this node's is its lease's."""
+        return lease.key
+
+    def complete_lease(self) -> None:
+        """Nothing to report in etcd mode."""
+
+    def close(self) -> None:
+        """Close the etcd client."""
+        self.registry.close()
+
     # --- config ---------------------------------------------------------------------------------
 
     def get_network_config(self) -> NetworkConfig:
@@ -308,7 +326,11 @@ class EtcdSubnetManager:
         self.on_invalid(item.key, reason)
 
     def acquire_lease(
-        self, cfg: NetworkConfig, attrs: LeaseAttrs, rng: random.Random | None = None
+        self,
+        cfg: NetworkConfig,
+        attrs: LeaseAttrs,
+        stop: threading.Event | None = None,
+        rng: random.Random | None = None,
     ) -> Lease:
         """Take this node's lease, in flannel's order (same public IP, previous subnet, random).
 
@@ -371,8 +393,8 @@ class EtcdSubnetManager:
 
     def watch_leases(
         self,
-        on_snapshot: Callable[[list[Lease]], None],
-        on_put: Callable[[Lease], None],
+        on_snapshot: Callable[[list[tuple[str, Lease]]], None],
+        on_put: Callable[[str, Lease], None],
         on_delete: Callable[[str], None],
         stop: threading.Event,
         on_state: Callable[[str], None] = lambda state: None,
@@ -405,7 +427,7 @@ class EtcdSubnetManager:
                             leases.append(decode_lease(item))
                         except LeaseFormatError as err:
                             self._invalid(item, str(err))
-                    on_snapshot(leases)
+                    on_snapshot([(lease.key, lease) for lease in leases])
                     on_state("listed")
                     revision = rev + 1
                 events, cancel = self.registry.watch(self.registry.subnets_prefix, revision)
@@ -430,7 +452,7 @@ class EtcdSubnetManager:
                 backoff = min(backoff * 2, 5.0)
 
     def _handle_event(
-        self, ev: WatchEvent, on_put: Callable[[Lease], None], on_delete: Callable[[str], None]
+        self, ev: WatchEvent, on_put: Callable[[str, Lease], None], on_delete: Callable[[str], None]
     ) -> None:
         item = StoredLease(ev.key, ev.value, 0)
         if ev.kind == "delete":
@@ -442,6 +464,7 @@ class EtcdSubnetManager:
             on_delete(posixpath.basename(ev.key))
             return
         try:
-            on_put(decode_lease(item))
+            lease = decode_lease(item)
+            on_put(lease.key, lease)
         except LeaseFormatError as err:
             self._invalid(item, str(err))

@@ -110,7 +110,7 @@ def test_lost_creation_race_takes_another_subnet(etcd_url: str, etcd_prefix: str
     try:
         put_config(reg)
         sm = EtcdSubnetManager(reg)
-        lease = sm.acquire_lease(sm.get_network_config(), attrs("1.2.3.4"), random.Random(7))
+        lease = sm.acquire_lease(sm.get_network_config(), attrs("1.2.3.4"), rng=random.Random(7))
         assert reg.raced and not reg.raced.endswith(lease.key)
         assert reg.client.get(reg.raced)[0] == attrs("9.9.9.9").encode()
         mine, _ = reg.client.get(f"{reg.prefix}/subnets/{lease.key}")
@@ -160,11 +160,13 @@ class Recorder:
         self.deletes: list[str] = []
         self.invalid: list[str] = []
 
-    def snapshot(self, leases: list[Lease]) -> None:
-        self.snapshots.append(sorted(x.key for x in leases))
+    def snapshot(self, items: list[tuple[str, Lease]]) -> None:
+        assert all(key == lease.key for key, lease in items)
+        self.snapshots.append(sorted(key for key, _ in items))
 
-    def put(self, lease: Lease) -> None:
-        self.puts.append(lease.key)
+    def put(self, key: str, lease: Lease) -> None:
+        assert key == lease.key
+        self.puts.append(key)
 
     def delete(self, key: str) -> None:
         self.deletes.append(key)

@@ -1,0 +1,223 @@
+"""Node annotations and pod CIDRs: how a node publishes its VTEP in Kubernetes mode (pure logic).
+
+The annotation names and value formats are flannel's (flannel `pkg/subnet/kube/annotations.go` and
+`kube.go`), so Go flanneld nodes and flanneld-py nodes read each other's:
+`flannel.alpha.coreos.com/backend-type: vxlan`,
+`flannel.alpha.coreos.com/backend-data: {"VNI":1,"VtepMAC":"12:c6:65:89:b4:e3"}`,
+`flannel.alpha.coreos.com/public-ip: 10.0.0.5`, `…/kube-subnet-manager: "true"`, and the IPv6
+equivalents. Nodes are read as the plain JSON dicts the API server sends; only the fields used here
+are looked at, and a peer is kept as a slim record, never as a whole Node object.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from subnet.config import NetworkConfig, strict_json_loads
+from subnet.lease import Lease, LeaseAttrs, LeaseFormatError, go_json
+
+DEFAULT_PREFIX = "flannel.alpha.coreos.com"
+
+# an FQDN of lowercase labels, optionally followed by "/name-" (flannel's validation)
+_PREFIX_RE = re.compile(
+    r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+(/[a-z0-9_.-]*[-/])?"
+)
+
+
+class AnnotationPrefixError(ValueError):
+    """`--kube-annotation-prefix` is not a DNS name optionally followed by `/name`."""
+
+
+def normalize_prefix(prefix: str) -> str:
+    """Turn `--kube-annotation-prefix` into the text every annotation name starts with.
+
+    `flannel.alpha.coreos.com` -> `flannel.alpha.coreos.com/`; `example.com/net` ->
+    `example.com/net-`. Raises AnnotationPrefixError for more than one `/`, uppercase letters, or
+    a name without a dot (flannel `pkg/subnet/kube/annotations.go`).
+    """
+    if prefix.count("/") > 1:
+        raise AnnotationPrefixError(
+            f"--kube-annotation-prefix {prefix!r}: at most one '/' is allowed"
+        )
+    if "/" not in prefix:
+        prefix += "/"
+    if not prefix.endswith(("/", "-")):
+        prefix += "-"
+    if not _PREFIX_RE.fullmatch(prefix):
+        raise AnnotationPrefixError(
+            f"--kube-annotation-prefix {prefix.rstrip('/-')!r}: must be a lowercase DNS name "
+            "with at least one dot, optionally followed by /name, e.g. flannel.alpha.coreos.com"
+        )
+    return prefix
+
+
+@dataclass(frozen=True)
+class AnnotationNames:
+    """The full annotation names for one prefix (see `normalize_prefix`)."""
+
+    subnet_manager: str
+    backend_type: str
+    backend_data: str
+    backend_v6_data: str
+    public_ip: str
+    public_ipv6: str
+    public_ip_overwrite: str
+    public_ipv6_overwrite: str
+    node_public_ip: str
+    node_public_ipv6: str
+
+    @classmethod
+    def for_prefix(cls, prefix: str = DEFAULT_PREFIX) -> AnnotationNames:
+        """Names under `prefix` (normalised here). Raises AnnotationPrefixError."""
+        p = normalize_prefix(prefix)
+        return cls(
+            subnet_manager=p + "kube-subnet-manager",
+            backend_type=p + "backend-type",
+            backend_data=p + "backend-data",
+            backend_v6_data=p + "backend-v6-data",
+            public_ip=p + "public-ip",
+            public_ipv6=p + "public-ipv6",
+            public_ip_overwrite=p + "public-ip-overwrite",
+            public_ipv6_overwrite=p + "public-ipv6-overwrite",
+            node_public_ip=p + "node-public-ip",
+            node_public_ipv6=p + "node-public-ipv6",
+        )
+
+    def peer_view(self, node: dict[str, Any]) -> tuple[Any, ...]:
+        """Every field of a Node that matters to its peers, for cheap change detection.
+
+        Two Node versions with the same view (e.g. kubelet heartbeats) need no work.
+        """
+        meta = node.get("metadata") or {}
+        ann = meta.get("annotations") or {}
+        spec = node.get("spec") or {}
+        return (
+            ann.get(self.subnet_manager),
+            ann.get(self.backend_type),
+            ann.get(self.backend_data),
+            ann.get(self.backend_v6_data),
+            ann.get(self.public_ip),
+            ann.get(self.public_ipv6),
+            spec.get("podCIDR"),
+            tuple(spec.get("podCIDRs") or ()),
+        )
+
+
+def node_name(node: dict[str, Any]) -> str:
+    """`metadata.name` of a Node dict ("" when missing)."""
+    return str((node.get("metadata") or {}).get("name") or "")
+
+
+def pod_cidrs(
+    node: dict[str, Any],
+) -> tuple[ipaddress.IPv4Network | None, ipaddress.IPv6Network | None]:
+    """The node's IPv4 and IPv6 pod CIDRs from `spec.podCIDRs`, else `spec.podCIDR`.
+
+    Raises LeaseFormatError for an unparsable CIDR or more than two entries (flannel's rule).
+    """
+    spec = node.get("spec") or {}
+    cidrs = list(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []))
+    if len(cidrs) > 2:
+        raise LeaseFormatError(f"node {node_name(node)!r} has {len(cidrs)} podCIDRs; at most 2")
+    v4: ipaddress.IPv4Network | None = None
+    v6: ipaddress.IPv6Network | None = None
+    for text in cidrs:
+        try:
+            net = ipaddress.ip_network(str(text))
+        except ValueError as err:
+            raise LeaseFormatError(f"node {node_name(node)!r}: podCIDR {text!r}: {err}") from None
+        if isinstance(net, ipaddress.IPv4Network):
+            v4 = v4 or net
+        else:
+            v6 = v6 or net
+    return v4, v6
+
+
+def _json_annotation(value: str | None, what: str) -> Any:
+    if value is None or value == "":
+        return None
+    try:
+        return strict_json_loads(value)
+    except ValueError as err:
+        raise LeaseFormatError(f"{what} is not JSON: {err}") from None
+
+
+def node_to_lease(node: dict[str, Any], names: AnnotationNames, cfg: NetworkConfig) -> Lease | None:
+    """A peer Node as a lease; None when flannel does not manage it (no `kube-subnet-manager`
+    annotation `"true"`, or no podCIDR yet).
+
+    Raises LeaseFormatError (naming the node) for a malformed public IP, backend data or podCIDR.
+    """
+    meta = node.get("metadata") or {}
+    ann = meta.get("annotations") or {}
+    name = node_name(node)
+    if ann.get(names.subnet_manager) != "true":
+        return None
+    v4, v6 = pod_cidrs(node)
+    if not cfg.enable_ipv4:
+        v4 = None
+    if not cfg.enable_ipv6:
+        v6 = None
+    if v4 is None and v6 is None:
+        return None
+    try:
+        public_ip = ipaddress.IPv4Address(ann.get(names.public_ip) or "0.0.0.0")
+        raw6 = ann.get(names.public_ipv6)
+        public_ipv6 = ipaddress.IPv6Address(raw6) if raw6 else None
+    except ValueError as err:
+        raise LeaseFormatError(f"node {name!r}: public IP annotation: {err}") from None
+    if v4 is not None and int(public_ip) == 0:
+        raise LeaseFormatError(f"node {name!r} has no {names.public_ip} annotation")
+    attrs = LeaseAttrs(
+        public_ip=public_ip,
+        public_ipv6=public_ipv6,
+        backend_type=str(ann.get(names.backend_type) or ""),
+        backend_data=_json_annotation(ann.get(names.backend_data), f"node {name!r} backend-data"),
+        backend_v6_data=_json_annotation(
+            ann.get(names.backend_v6_data), f"node {name!r} backend-v6-data"
+        ),
+    )
+    return Lease(v4, v6, attrs)
+
+
+def stored_mac(node: dict[str, Any], annotation: str) -> str | None:
+    """The VtepMAC in a node's backend-data annotation, or None when absent or unreadable.
+
+    Lets a rebooted node recreate `flannel.<VNI>` with the MAC its peers already have.
+    """
+    value = ((node.get("metadata") or {}).get("annotations") or {}).get(annotation)
+    try:
+        data = _json_annotation(value, annotation)
+    except LeaseFormatError:
+        return None
+    if isinstance(data, dict):
+        mac = {k.lower(): v for k, v in data.items()}.get("vtepmac")
+        if isinstance(mac, str) and re.fullmatch(r"([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}", mac):
+            return mac.lower()
+    return None
+
+
+def own_annotations(
+    names: AnnotationNames, node: dict[str, Any], attrs: LeaseAttrs
+) -> dict[str, str]:
+    """The annotations this node must publish, as flanneld writes them (only those that differ
+    from what the Node has are returned; {} means nothing to patch).
+
+    `public-ip` is the `public-ip-overwrite` annotation when set (NAT), else the detected IP.
+    """
+    ann = (node.get("metadata") or {}).get("annotations") or {}
+    want: dict[str, str] = {
+        names.backend_type: attrs.backend_type,
+        names.subnet_manager: "true",
+        names.public_ip: ann.get(names.public_ip_overwrite) or str(attrs.public_ip),
+    }
+    if attrs.backend_data is not None:
+        want[names.backend_data] = go_json(attrs.backend_data)
+    if attrs.public_ipv6 is not None:
+        want[names.public_ipv6] = ann.get(names.public_ipv6_overwrite) or str(attrs.public_ipv6)
+        if attrs.backend_v6_data is not None:
+            want[names.backend_v6_data] = go_json(attrs.backend_v6_data)
+    return {k: v for k, v in want.items() if ann.get(k) != v}

@@ -23,7 +23,7 @@ DEFAULT_PREFIX = "flannel.alpha.coreos.com"
 
 # an FQDN of lowercase labels, optionally followed by "/name-" (flannel's validation)
 _PREFIX_RE = re.compile(
-    r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+(/[a-z0-9_.-]*[-/])?"
+    r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+/([a-z0-9_.-]*-)?"
 )
 
 
@@ -91,9 +91,8 @@ class AnnotationNames:
 
         Two Node versions with the same view (e.g. kubelet heartbeats) need no work.
         """
-        meta = node.get("metadata") or {}
-        ann = meta.get("annotations") or {}
-        spec = node.get("spec") or {}
+        ann = _annotations(node)
+        spec = _obj(node.get("spec"))
         return (
             ann.get(self.subnet_manager),
             ann.get(self.backend_type),
@@ -102,13 +101,26 @@ class AnnotationNames:
             ann.get(self.public_ip),
             ann.get(self.public_ipv6),
             spec.get("podCIDR"),
-            tuple(spec.get("podCIDRs") or ()),
+            str(spec.get("podCIDRs")),
         )
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    """`value` if it is a JSON object, else {} (a malformed Node never raises AttributeError)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _meta(node: dict[str, Any]) -> dict[str, Any]:
+    return _obj(node.get("metadata"))
+
+
+def _annotations(node: dict[str, Any]) -> dict[str, Any]:
+    return _obj(_meta(node).get("annotations"))
 
 
 def node_name(node: dict[str, Any]) -> str:
     """`metadata.name` of a Node dict ("" when missing)."""
-    return str((node.get("metadata") or {}).get("name") or "")
+    return str(_meta(node).get("name") or "")
 
 
 def pod_cidrs(
@@ -118,8 +130,10 @@ def pod_cidrs(
 
     Raises LeaseFormatError for an unparsable CIDR or more than two entries (flannel's rule).
     """
-    spec = node.get("spec") or {}
-    cidrs = list(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []))
+    spec = _obj(node.get("spec"))
+    cidrs = spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
+    if not isinstance(cidrs, list):
+        raise LeaseFormatError(f"node {node_name(node)!r}: spec.podCIDRs is not a list")
     if len(cidrs) > 2:
         raise LeaseFormatError(f"node {node_name(node)!r} has {len(cidrs)} podCIDRs; at most 2")
     v4: ipaddress.IPv4Network | None = None
@@ -151,8 +165,7 @@ def node_to_lease(node: dict[str, Any], names: AnnotationNames, cfg: NetworkConf
 
     Raises LeaseFormatError (naming the node) for a malformed public IP, backend data or podCIDR.
     """
-    meta = node.get("metadata") or {}
-    ann = meta.get("annotations") or {}
+    ann = _annotations(node)
     name = node_name(node)
     if ann.get(names.subnet_manager) != "true":
         return None
@@ -188,7 +201,7 @@ def stored_mac(node: dict[str, Any], annotation: str) -> str | None:
 
     Lets a rebooted node recreate `flannel.<VNI>` with the MAC its peers already have.
     """
-    value = ((node.get("metadata") or {}).get("annotations") or {}).get(annotation)
+    value = _annotations(node).get(annotation)
     try:
         data = _json_annotation(value, annotation)
     except LeaseFormatError:
@@ -208,7 +221,7 @@ def own_annotations(
 
     `public-ip` is the `public-ip-overwrite` annotation when set (NAT), else the detected IP.
     """
-    ann = (node.get("metadata") or {}).get("annotations") or {}
+    ann = _annotations(node)
     want: dict[str, str] = {
         names.backend_type: attrs.backend_type,
         names.subnet_manager: "true",

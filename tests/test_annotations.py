@@ -53,12 +53,8 @@ def test_invalid_prefixes_are_rejected_with_the_flag_name(prefix: str) -> None:
         normalize_prefix(prefix)
 
 
-def node(
-    name: str = "n2",
-    cidrs: list[str] | None = None,
-    cidr: str | None = None,
-    **ann: str,
-) -> dict[str, Any]:
+def node(name: str = "n2", cidrs: Any = None, cidr: Any = None, **ann: str) -> dict[str, Any]:
+    """A Node dict with `ann` as flannel annotations (`backend_type` -> `.../backend-type`)."""
     spec: dict[str, Any] = {}
     if cidrs is not None:
         spec["podCIDRs"] = cidrs

@@ -68,6 +68,18 @@ def etcd_prefix(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+def kube_testbed() -> Iterator[Testbed]:
+    """An empty testbed in Kubernetes mode: the API emulator instead of etcd, no nodes yet."""
+    _require_private_netns()
+    tb = Testbed()
+    try:
+        tb.start_kubeapi()
+        yield tb
+    finally:
+        tb.cleanup()
+
+
+@pytest.fixture
 def testbed() -> Iterator[Testbed]:
     """An empty testbed (underlay bridge, etcd with the default network config, no nodes yet)."""
     _require_private_netns()

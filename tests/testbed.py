@@ -25,7 +25,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from tests.kubeapi import ApiServer
 
 REPO = Path(__file__).resolve().parent.parent
 CNI_PLUGINS = Path("/usr/lib/cni")
@@ -129,6 +132,7 @@ class Node:
     workdir: Path
     process: subprocess.Popen[bytes] | None = None
     pods: list[Pod] = field(default_factory=list)
+    host_if: str = ""
 
     @property
     def name(self) -> str:
@@ -177,6 +181,7 @@ class Testbed:
         self.workdir = Path(tempfile.mkdtemp(prefix=self.prefix))
         self.nodes: list[Node] = []
         self.etcd: subprocess.Popen[bytes] | None = None
+        self.kubeapi: ApiServer | None = None
         self._client: Any = None
         self._pod_count = 0
         self.cni_bin = self.workdir / "cni-bin"
@@ -222,6 +227,19 @@ class Testbed:
                 self._client.close()
                 self._client = None
 
+    def start_kubeapi(self, net_conf: str = DEFAULT_NETWORK) -> ApiServer:
+        """Start the Kubernetes API emulator on the underlay address, with flannel's RBAC rights
+        for the daemons' token, and write their kubeconfig and net-conf.json. Nodes added after
+        this get a Node object with podCIDR 10.244.<i>.0/24, as the controller manager would."""
+        from tests.kubeapi import FLANNEL_RULES
+        from tests.kubeapi import ApiServer as Server
+
+        self.kubeapi = Server(host=UNDERLAY_GW, port=6443, tokens={"flannel": FLANNEL_RULES},
+                              bookmark_interval=5.0).start()  # fmt: skip
+        self.kubeapi.write_kubeconfig(self.workdir / "kubeconfig", token="flannel")
+        (self.workdir / "net-conf.json").write_text(net_conf)
+        return self.kubeapi
+
     @property
     def client(self) -> Any:
         """An etcd client (etcd-sdk-python) for the test's own reads and writes."""
@@ -248,12 +266,13 @@ class Testbed:
 
     # --- nodes ----------------------------------------------------------------------------------
 
-    def add_node(self) -> Node:
-        """Create the next node namespace, wired to the underlay bridge."""
+    def add_node(self, pod_cidr: bool = True) -> Node:
+        """Create the next node namespace, wired to the underlay bridge (and, in kube mode, its
+        Node object, with a podCIDR unless `pod_cidr` is False)."""
         i = len(self.nodes) + 1
         node = Node(i, f"{self.prefix}n{i}", f"198.18.0.{i}", self.workdir / f"n{i}")
         node.workdir.mkdir()
-        host_if = f"v{os.getpid() % 100000}n{i}"
+        host_if = node.host_if = f"v{os.getpid() % 100000}n{i}"
         sh(["ip", "netns", "add", node.netns])
         sh(
             [
@@ -279,6 +298,9 @@ class Testbed:
         self.node_sh(node, "ip", "route", "add", "default", "via", UNDERLAY_GW)
         self.node_sh(node, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
         self.nodes.append(node)
+        if self.kubeapi is not None and pod_cidr:
+            self.kubeapi.add_node(node.name, pod_cidrs=[f"10.244.{i}.0/24"],
+                                  internal_ip=node.address)  # fmt: skip
         return node
 
     def node_sh(
@@ -288,11 +310,21 @@ class Testbed:
         return sh(["ip", "netns", "exec", node.netns, *cmd], check=check, timeout=timeout)
 
     def start_daemon(self, node: Node, *extra: str) -> None:
-        """Start flanneld-py in the node's namespace (output appended to the node's log)."""
+        """Start flanneld-py in the node's namespace (output appended to the node's log).
+
+        With the Kubernetes API emulator started (`start_kubeapi`), the daemon runs in kube mode
+        as the Node named after the testbed node; otherwise against the testbed's etcd.
+        """
         cmd = ["ip", "netns", "exec", node.netns, sys.executable, "-m", "flanneld_py",
-               f"--etcd-endpoints={ETCD_URL}", f"--etcd-prefix={self.etcd_prefix}",
-               f"--subnet-file={node.subnet_file}", *extra]  # fmt: skip
+               f"--subnet-file={node.subnet_file}"]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": str(REPO)}
+        if self.kubeapi is not None:
+            cmd += ["--kube-subnet-mgr", f"--kubeconfig-file={self.workdir / 'kubeconfig'}",
+                    f"--net-config-path={self.workdir / 'net-conf.json'}"]  # fmt: skip
+            env["NODE_NAME"] = node.name
+        else:
+            cmd += [f"--etcd-endpoints={ETCD_URL}", f"--etcd-prefix={self.etcd_prefix}"]
+        cmd += extra
         with open(node.log_file, "ab") as log:
             node.process = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env
@@ -451,6 +483,11 @@ class Testbed:
                 self.stop_daemon(node, signal.SIGKILL, timeout=10)
         with contextlib.suppress(Exception):
             self.stop_etcd()
+        if self.kubeapi is not None:
+            with contextlib.suppress(Exception):
+                self.kubeapi.stop()
+        for node in self.nodes:  # synchronously: a namespace's deletion frees its links later
+            sh(["ip", "link", "del", node.host_if], check=False)
         res = sh(["ip", "netns", "list"], check=False)
         for line in res.stdout.splitlines():
             name = line.split()[0] if line.split() else ""

@@ -216,3 +216,68 @@ def test_missing_rbac_right_is_a_clear_error(kube_testbed: Testbed) -> None:
     assert node.process is not None
     assert node.process.wait(timeout=60) == 1
     assert "nodes/status" in node.log()
+
+
+def manifest_rules() -> set[tuple[str, str]]:
+    """(verb, resource) pairs the deploy manifest's ClusterRole grants."""
+    import yaml  # type: ignore[import-untyped]
+
+    from tests.testbed import REPO
+
+    docs = yaml.safe_load_all((REPO / "deploy" / "flanneld-py.yaml").read_text())
+    role = next(d for d in docs if d and d["kind"] == "ClusterRole")
+    return {(v, r) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
+
+
+def test_manifest_rbac_is_exactly_what_the_daemon_uses(kube_testbed: Testbed) -> None:
+    tb = kube_testbed
+    assert tb.kubeapi is not None
+    rules = manifest_rules()
+    tb.kubeapi.add_token("flannel", rules)
+    node = tb.add_node()
+    tb.kubeapi.add_pod("kube-system", "flanneld-py-abcde", node_name=node.name)
+    # as in the DaemonSet: the node is found through the daemon's own pod
+    tb.start_daemon(node, env={"POD_NAME": "flanneld-py-abcde", "POD_NAMESPACE": "kube-system"})
+    tb.wait_subnet(node)
+    wait_for("NetworkUnavailable=False", lambda: condition(tb, node, "NetworkUnavailable"))
+    wait_for("the node watch", lambda: ("watch", "nodes") in tb.kubeapi.api_calls())  # type: ignore[union-attr]
+    assert tb.kubeapi.api_calls() == rules
+    assert all(r.status < 400 for r in tb.kubeapi.requests)
+
+
+def test_rebooted_node_keeps_its_vtep_mac(kube_testbed: Testbed) -> None:
+    tb = kube_testbed
+    node, peer = start_nodes(tb, 2)
+    mac = tb.vtep_mac(node)
+    tb.stop_daemon(node)
+    tb.node_sh(node, "ip", "link", "del", "flannel.1")  # what a reboot does to the device
+    tb.start_daemon(node)
+
+    def device_back() -> bool:
+        return tb.node_sh(node, "ip", "link", "show", "flannel.1", check=False).returncode == 0
+
+    wait_for("flannel.1 to come back", device_back)
+    assert tb.vtep_mac(node) == mac
+    wait_for("the peer route again", lambda: tb.subnet_of(peer) in tb.routes(node))
+    assert (mac, node.address) in tb.fdb(peer)
+
+
+def test_public_ip_overwrite_and_node_public_ip(kube_testbed: Testbed) -> None:
+    tb = kube_testbed
+    assert tb.kubeapi is not None
+    node = tb.add_node()
+    tb.node_sh(node, "ip", "addr", "add", "198.18.0.101/24", "dev", "eth0")
+
+    def annotate(n: dict[str, Any]) -> None:
+        n["metadata"].setdefault("annotations", {}).update({
+            P + "node-public-ip": "198.18.0.101",
+            P + "public-ip-overwrite": "203.0.113.7",
+        })  # fmt: skip
+
+    tb.kubeapi.update_node(node.name, annotate)
+    tb.start_daemon(node)
+    tb.wait_subnet(node)
+    # node-public-ip chose the address the tunnel uses; the overwrite is what peers are told
+    info = json.loads(tb.node_sh(node, "ip", "-d", "-j", "link", "show", "flannel.1").stdout)[0]
+    assert info["linkinfo"]["info_data"]["local"] == "198.18.0.101"
+    assert node_annotations(tb, node)[P + "public-ip"] == "203.0.113.7"

@@ -309,21 +309,25 @@ class Testbed:
         """Run a command inside a node's namespace."""
         return sh(["ip", "netns", "exec", node.netns, *cmd], check=check, timeout=timeout)
 
-    def start_daemon(self, node: Node, *extra: str) -> None:
+    def start_daemon(self, node: Node, *extra: str, env: dict[str, str] | None = None) -> None:
         """Start flanneld-py in the node's namespace (output appended to the node's log).
 
         With the Kubernetes API emulator started (`start_kubeapi`), the daemon runs in kube mode
-        as the Node named after the testbed node; otherwise against the testbed's etcd.
+        as the Node named after the testbed node (`NODE_NAME`, unless `env` says otherwise);
+        otherwise against the testbed's etcd. `env` adds environment variables.
         """
         cmd = ["ip", "netns", "exec", node.netns, sys.executable, "-m", "flanneld_py",
                f"--subnet-file={node.subnet_file}"]  # fmt: skip
+        extra_env = env or {}
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         if self.kubeapi is not None:
             cmd += ["--kube-subnet-mgr", f"--kubeconfig-file={self.workdir / 'kubeconfig'}",
                     f"--net-config-path={self.workdir / 'net-conf.json'}"]  # fmt: skip
-            env["NODE_NAME"] = node.name
+            if "POD_NAME" not in extra_env:
+                env["NODE_NAME"] = node.name
         else:
             cmd += [f"--etcd-endpoints={ETCD_URL}", f"--etcd-prefix={self.etcd_prefix}"]
+        env.update(extra_env)
         cmd += extra
         with open(node.log_file, "ab") as log:
             node.process = subprocess.Popen(

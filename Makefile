@@ -4,7 +4,7 @@ PY := .venv/bin/python
 NODES ?= 3
 PRIVATE := tests/private-netns
 
-.PHONY: demo test lint unit install clean
+.PHONY: demo test lint unit install bench clean
 
 install:
 	@tools/install-deps
@@ -22,6 +22,9 @@ test: install lint
 
 unit: install
 	$(PY) -m pytest -m "not kernel and not etcd"
+
+bench: install
+	$(PRIVATE) $(PY) -m bench.kube_scale --nodes 5000
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

@@ -34,8 +34,7 @@ from flanneld_py.cli import FLAGS, Options
 from flanneld_py.iface import InterfaceError, select_interface
 from subnet.allocate import OutOfSubnets
 from subnet.config import ConfigError, NetworkConfig
-from subnet.errors import DatastoreUnavailable, KubeError
-from subnet.etcd import ConfigNotFound, EtcdOptions, EtcdRegistry, EtcdSubnetManager
+from subnet.errors import ConfigNotFound, DatastoreUnavailable, KubeError
 from subnet.lease import Lease, LeaseAttrs
 from subnet.manager import SubnetManager
 from subnet.peers import PeerTable
@@ -64,6 +63,8 @@ def make_subnet_manager(
     Raises KubeError when the Kubernetes API or this node's name cannot be found.
     """
     if not opts.kube_subnet_mgr:
+        from subnet.etcd import EtcdOptions, EtcdRegistry, EtcdSubnetManager  # grpc: etcd only
+
         registry = EtcdRegistry(
             EtcdOptions(
                 endpoints=opts.etcd_endpoints,
@@ -360,8 +361,7 @@ class Daemon:
             assert lease is not None and self.cfg is not None
             if self.lease_lost.is_set():
                 self.lease_lost.clear()
-                if isinstance(self.sm, EtcdSubnetManager):  # prefer the subnet we had
-                    self.sm.previous = (lease.subnet, lease.ipv6_subnet)
+                self.sm.prefer(lease)
                 new = self._acquire(self.cfg, lease.attrs)
                 if new is not None:
                     self._use_lease(new)

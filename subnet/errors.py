@@ -5,5 +5,9 @@ class DatastoreUnavailable(RuntimeError):
     """The datastore (etcd or the Kubernetes API) could not be reached; worth retrying."""
 
 
+class ConfigNotFound(LookupError):
+    """The network config has not been written to the datastore yet."""
+
+
 class KubeError(RuntimeError):
     """A Kubernetes API problem an operator must fix (no node, no RBAC right, bad podCIDR)."""

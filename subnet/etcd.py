@@ -30,7 +30,7 @@ import pyetcd.exceptions
 
 from subnet.allocate import choose_subnets
 from subnet.config import NetworkConfig, check_network_config, parse_config
-from subnet.errors import DatastoreUnavailable
+from subnet.errors import ConfigNotFound, DatastoreUnavailable
 from subnet.lease import Lease, LeaseAttrs, LeaseFormatError, parse_subnet_key
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,6 @@ _GRPC_OPTIONS = [  # notice a silently dead connection within about 15 s
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
 ]
-
-
-class ConfigNotFound(LookupError):
-    """`<prefix>/config` does not exist."""
 
 
 @dataclass(frozen=True)
@@ -289,6 +285,10 @@ class EtcdSubnetManager:
     def own_key(self, lease: Lease) -> str:
         """Peers are keyed by subnet key, so this node's is its lease's."""
         return lease.key
+
+    def prefer(self, lease: Lease) -> None:
+        """Make the next acquisition prefer `lease`'s subnets (after the lease was lost)."""
+        self.previous = (lease.subnet, lease.ipv6_subnet)
 
     def complete_lease(self) -> None:
         """Nothing to report in etcd mode."""

@@ -28,9 +28,12 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import urllib3
-from kubernetes import client, config
+from kubernetes import config
+from kubernetes.client.api_client import ApiClient
+from kubernetes.client.configuration import Configuration
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
@@ -53,10 +56,10 @@ WATCH_TIMEOUT = 290  # seconds a watch request lasts before it is renewed (serve
 LIST_PAGE = 500  # Nodes per list page, to bound the memory of a list at scale
 
 
-def api_client(api_url: str = "", kubeconfig: str = "") -> Any:
-    """A `kubernetes.client.CoreV1Api` from `--kube-api-url` / `--kubeconfig-file`, else from the
-    pod's service account (in-cluster config). Raises KubeError when neither is usable."""
-    cfg = client.Configuration()
+def api_client(api_url: str = "", kubeconfig: str = "") -> KubeApi:
+    """The API from `--kube-api-url` / `--kubeconfig-file`, else from the pod's service account
+    (in-cluster config). Raises KubeError when neither is usable."""
+    cfg = Configuration()
     try:
         if kubeconfig:
             config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
@@ -69,7 +72,88 @@ def api_client(api_url: str = "", kubeconfig: str = "") -> Any:
         ) from None
     if api_url:
         cfg.host = api_url
-    return client.CoreV1Api(client.ApiClient(cfg))
+    return KubeApi(ApiClient(cfg))
+
+
+class KubeApi:
+    """The few Kubernetes API calls flanneld-py makes, returning raw JSON (dicts, no models).
+
+    Built on the official client's `ApiClient` (kubeconfig and in-cluster configuration, TLS,
+    bearer-token refresh). The generated `CoreV1Api` is not used: importing it costs about
+    22 MiB for hundreds of calls flanneld-py never makes. Every method raises `ApiException`
+    for an HTTP error status and urllib3/OS errors for connection failures.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.api_client = client
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        query: list[tuple[str, Any]] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+        timeout: tuple[float, float] = REQUEST_TIMEOUT,
+    ) -> Any:
+        """Send a request; returns the urllib3 response, unread (stream it or use `_json`)."""
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        method, url, headers, body, post = self.api_client.param_serialize(
+            method, path, query_params=query or [], header_params=headers, body=body,
+            auth_settings=["BearerToken"])  # fmt: skip
+        resp = self.api_client.call_api(method, url, headers, body, post, _request_timeout=timeout)
+        raw = resp.response
+        if not 200 <= int(raw.status) <= 299:
+            try:
+                reason = raw.data.decode(errors="replace")[:500]
+            finally:
+                raw.release_conn()
+            raise ApiException(status=int(raw.status), reason=reason)
+        return raw
+
+    def _json(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        raw = self._request(*args, **kwargs)
+        try:
+            data: dict[str, Any] = json.loads(raw.data)
+            return data
+        finally:
+            raw.release_conn()
+
+    def read_node(self, name: str) -> dict[str, Any]:
+        """GET /api/v1/nodes/{name}."""
+        return self._json("GET", f"/api/v1/nodes/{quote(name, safe='')}")
+
+    def list_nodes(self, limit: int, cont: str | None = None) -> dict[str, Any]:
+        """One page of GET /api/v1/nodes."""
+        query: list[tuple[str, Any]] = [("limit", limit)]
+        if cont:
+            query.append(("continue", cont))
+        return self._json("GET", "/api/v1/nodes", query)
+
+    def watch_nodes(self, resource_version: str, timeout_seconds: int) -> Any:
+        """GET /api/v1/nodes?watch=true from `resource_version`, with bookmarks; the raw
+        response, to be read line by line."""
+        query = [("watch", "true"), ("resourceVersion", resource_version),
+                 ("allowWatchBookmarks", "true"), ("timeoutSeconds", timeout_seconds)]  # fmt: skip
+        return self._request("GET", "/api/v1/nodes", query,
+                             timeout=(REQUEST_TIMEOUT[0], timeout_seconds + 30.0))  # fmt: skip
+
+    def patch_node_status(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PATCH /api/v1/nodes/{name}/status with a strategic merge patch."""
+        return self._json("PATCH", f"/api/v1/nodes/{quote(name, safe='')}/status", body=body,
+                          content_type="application/strategic-merge-patch+json")  # fmt: skip
+
+    def read_pod(self, namespace: str, name: str) -> dict[str, Any]:
+        """GET /api/v1/namespaces/{namespace}/pods/{name}."""
+        return self._json(
+            "GET", f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(name, safe='')}"
+        )
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.api_client.close()
 
 
 def _status(err: Exception) -> int:
@@ -81,20 +165,6 @@ API_ERRORS: tuple[type[Exception], ...] = (ApiException, urllib3.exceptions.HTTP
 WATCH_ERRORS: tuple[type[Exception], ...] = (DatastoreUnavailable, ValueError, *API_ERRORS)
 
 
-def _raw(resp: Any) -> dict[str, Any]:
-    """The JSON body of a raw (`_preload_content=False`) response; raises ApiException for
-    non-2xx statuses."""
-    try:
-        status = int(getattr(resp, "status", 200))
-        body = resp.data
-        if not 200 <= status <= 299:
-            raise ApiException(status=status, reason=body.decode(errors="replace")[:300])
-        data: dict[str, Any] = json.loads(body)
-        return data
-    finally:
-        resp.release_conn()
-
-
 class KubeSubnetManager:
     """Own lease from the Node's podCIDR, peers from all Nodes (see the module docstring).
 
@@ -104,7 +174,7 @@ class KubeSubnetManager:
 
     def __init__(
         self,
-        api: Any,
+        api: KubeApi,
         node: str,
         net_conf_path: str,
         prefix: str,
@@ -129,12 +199,15 @@ class KubeSubnetManager:
         """Peers are keyed by node name."""
         return self.node
 
+    def prefer(self, lease: Lease) -> None:
+        """The podCIDR decides; nothing to prefer."""
+
     def close(self) -> None:
         """Close the API client's connections."""
-        self.api.api_client.close()
+        self.api.close()
 
     @classmethod
-    def node_name_from_env(cls, api: Any, environ: dict[str, str] | None = None) -> str:
+    def node_name_from_env(cls, api: KubeApi, environ: dict[str, str] | None = None) -> str:
         """This node's name: `NODE_NAME`, else the `spec.nodeName` of pod `POD_NAMESPACE/POD_NAME`.
 
         Raises KubeError when neither is set or the pod cannot be read.
@@ -149,11 +222,7 @@ class KubeSubnetManager:
                 "POD_NAMESPACE, to tell flanneld-py which node it runs on"
             )
         try:
-            data = _raw(
-                api.read_namespaced_pod(
-                    pod, ns, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
-                )
-            )
+            data = api.read_pod(ns, pod)
         except API_ERRORS as err:
             raise KubeError(f"cannot read pod {ns}/{pod} to find its node: {err}") from None
         name = (data.get("spec") or {}).get("nodeName")
@@ -188,11 +257,7 @@ class KubeSubnetManager:
     def read_node(self) -> dict[str, Any]:
         """This node's Node object (raw JSON). Raises DatastoreUnavailable, KubeError (404)."""
         try:
-            return _raw(
-                self.api.read_node(
-                    self.node, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
-                )
-            )
+            return self.api.read_node(self.node)
         except API_ERRORS as err:
             if _status(err) == 404:
                 raise KubeError(f"node {self.node!r} does not exist in the API server") from None
@@ -280,11 +345,7 @@ class KubeSubnetManager:
         deadline = time.monotonic() + 30
         while True:
             try:
-                _raw(
-                    self.api.patch_node_status(
-                        self.node, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
-                    )
-                )
+                self.api.patch_node_status(self.node, body)
                 return
             except API_ERRORS as err:
                 if _status(err) in (401, 403, 404, 422) or time.monotonic() > deadline:
@@ -331,14 +392,7 @@ class KubeSubnetManager:
         cont: str | None = None
         views: dict[str, tuple[Any, ...]] = {}
         while True:
-            kwargs: dict[str, Any] = {"limit": LIST_PAGE}
-            if cont:
-                kwargs["_continue"] = cont
-            page = _raw(
-                self.api.list_node(
-                    _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs
-                )
-            )
+            page = self.api.list_nodes(LIST_PAGE, cont)
             for node in page.get("items") or []:
                 name = node_name(node)
                 views[name] = self.names.peer_view(node)
@@ -355,19 +409,9 @@ class KubeSubnetManager:
                 return items, str(meta.get("resourceVersion") or "")
 
     def _watch(self, rv: str, current: list[Any]) -> Iterator[dict[str, Any]]:
-        resp = self.api.list_node(
-            watch=True,
-            resource_version=rv,
-            allow_watch_bookmarks=True,
-            timeout_seconds=WATCH_TIMEOUT,
-            _preload_content=False,
-            _request_timeout=(REQUEST_TIMEOUT[0], WATCH_TIMEOUT + 30),
-        )
+        resp = self.api.watch_nodes(rv, WATCH_TIMEOUT)
         current[:] = [resp]
         try:
-            status = int(getattr(resp, "status", 200))
-            if not 200 <= status <= 299:
-                raise ApiException(status=status, reason=resp.data.decode(errors="replace"))
             for line in iter_resp_lines(resp):
                 if line:
                     yield json.loads(line)

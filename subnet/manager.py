@@ -43,6 +43,9 @@ class SubnetManager(Protocol):
     def own_key(self, lease: Lease) -> str:
         """The key under which this node's own lease would be reported as a peer."""
 
+    def prefer(self, lease: Lease) -> None:
+        """Make the next `acquire_lease` prefer this lease's subnets if they are free."""
+
     def acquire_lease(
         self, cfg: NetworkConfig, attrs: LeaseAttrs, stop: threading.Event
     ) -> Lease | None:

@@ -11,8 +11,8 @@ import pytest
 
 from subnet.allocate import OutOfSubnets
 from subnet.config import ConfigError
+from subnet.errors import ConfigNotFound
 from subnet.etcd import (
-    ConfigNotFound,
     EtcdOptions,
     EtcdRegistry,
     EtcdSubnetManager,

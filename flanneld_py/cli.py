@@ -118,8 +118,14 @@ FLAGS: list[Flag] = [
         "add a blackhole route for this node's subnet",
         implemented=False,
     ),
-    Flag("healthz-ip", "str", "0.0.0.0", "address the health server listens on", implemented=False),
-    Flag("healthz-port", "int", 0, "port of the health server (0 disables it)", implemented=False),
+    Flag("healthz-ip", "str", "0.0.0.0", "address the health server listens on"),
+    Flag(
+        "healthz-port",
+        "int",
+        0,
+        "port of the health server (0 disables it): /healthz (liveness) and /readyz (200 once "
+        "subnet.env is written)",
+    ),
     Flag(
         "set-node-network-unavailable",
         "bool",

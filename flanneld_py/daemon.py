@@ -31,6 +31,7 @@ from backend.vxlan import (
     peer_from_lease,
 )
 from flanneld_py.cli import FLAGS, Options
+from flanneld_py.health import HealthServer
 from flanneld_py.iface import InterfaceError, select_interface
 from subnet.allocate import OutOfSubnets
 from subnet.config import ConfigError, NetworkConfig
@@ -140,6 +141,7 @@ class Daemon:
         self.table.on_change = self._log_peer
         self.lease: Lease | None = None
         self.lease_lost = threading.Event()
+        self.ready = threading.Event()  # subnet.env written (flanneld's readiness)
         self.cfg: NetworkConfig | None = None
         self.device: VxlanDevice | None = None
         self._bad_peers: set[tuple[str, str]] = set()
@@ -218,6 +220,7 @@ class Daemon:
         )
         try:
             write_subnet_env(self.opts.subnet_file, env)
+            self.ready.set()
             log.info(
                 "wrote %s: FLANNEL_SUBNET=%s FLANNEL_MTU=%d",
                 self.opts.subnet_file,
@@ -401,6 +404,7 @@ def run(opts: Options) -> int:
         log.error("--subnet-lease-renew-margin=%d: must be 1 to 1439 minutes", margin)
         return 1
     daemon = Daemon(opts)
+    health = None
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info(
@@ -411,12 +415,16 @@ def run(opts: Options) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
+        if opts.healthz_port > 0:
+            health = HealthServer(opts.healthz_ip, opts.healthz_port, daemon.ready.is_set).start()
         if not daemon.start():
             return 0
         daemon.run_workers()
         return 0
-    except (ConfigError, InterfaceError, KubeError, ValueError) as err:
+    except (ConfigError, InterfaceError, KubeError, ValueError, OSError) as err:
         log.error("%s", err)
         return 1
     finally:
+        if health is not None:
+            health.stop()
         daemon.close()

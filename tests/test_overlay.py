@@ -64,6 +64,21 @@ def test_pods_reach_each_other_across_nodes(testbed: Testbed, count: int) -> Non
     assert failed == []
 
 
+def test_readyz_turns_200_once_subnet_env_is_written(testbed: Testbed) -> None:
+    import urllib.request
+
+    node = testbed.add_node()
+    testbed.start_daemon(node, "--healthz-port=8081", f"--healthz-ip={node.address}")
+    testbed.wait_subnet(node)
+
+    def ready() -> bool:
+        url = f"http://{node.address}:8081/readyz"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return bool(resp.status == 200)
+
+    wait_for("/readyz 200", ready)
+
+
 def test_pod_gets_address_in_node_subnet_and_del_releases_it(testbed: Testbed) -> None:
     (node,) = start_nodes(testbed, 1)
     pod = testbed.add_pod(node)

@@ -1,0 +1,86 @@
+"""The health server of `--healthz-ip`/`--healthz-port`: the probes a DaemonSet points at.
+
+flanneld's endpoints and answers (flannel `main.go` health handlers): `GET /healthz` is
+liveness, 200 "flanneld is running"; `GET /readyz` is 503 "flanneld is not ready yet" until
+subnet.env has been written, then 200 "flanneld is ready". Other paths get 404. It runs in its
+own threads, so a busy daemon still answers (slowly, if Python is busy: keep probe timeouts
+generous).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+log = logging.getLogger(__name__)
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # probes would flood the log
+        pass
+
+
+class HealthServer:
+    """Serves /healthz and /readyz on `ip:port` in a background thread.
+
+    `ready` is called per request and says whether the daemon is ready (bool). `extra` maps
+    further paths to WSGI apps (e.g. "/metrics"). Raises OSError when the port cannot be bound.
+    """
+
+    def __init__(
+        self,
+        ip: str,
+        port: int,
+        ready: Callable[[], bool],
+        extra: dict[str, Callable[..., Iterable[bytes]]] | None = None,
+    ) -> None:
+        self.ready = ready
+        self.extra = extra or {}
+        self.httpd = make_server(ip, port, self._app, server_class=_Server,
+                                 handler_class=_QuietHandler)  # fmt: skip
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="health",
+                                       daemon=True)  # fmt: skip
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        return int(self.httpd.server_address[1])
+
+    def start(self) -> HealthServer:
+        self.thread.start()
+        log.info("health server listening on %s:%d", *self.httpd.server_address[:2])
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def _app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/healthz":
+            return _text(start_response, "200 OK", "flanneld is running")
+        if path == "/readyz":
+            if self.ready():
+                return _text(start_response, "200 OK", "flanneld is ready")
+            return _text(start_response, "503 Service Unavailable", "flanneld is not ready yet")
+        app = self.extra.get(path)
+        if app is not None:
+            return app(environ, start_response)
+        return _text(start_response, "404 Not Found", "404 page not found")
+
+
+def _text(start_response: StartResponse, status: str, body: str) -> list[bytes]:
+    data = (body + "\n").encode()
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
+                            ("Content-Length", str(len(data)))])  # fmt: skip
+    return [data]

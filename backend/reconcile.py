@@ -121,6 +121,7 @@ class SyncResult:
     ops: int = 0
     failed: int = 0
     retry: set[str] = field(default_factory=set)
+    errors: dict[str, str] = field(default_factory=dict)  # peer key -> why its write failed
 
 
 V = TypeVar("V")
@@ -131,6 +132,9 @@ class Reconciler(Generic[V]):
 
     `select` turns a peer record into this device's `PeerEntry` (None: not on this device).
     `resync_period` in seconds; `retries` per write, with `backoff` seconds doubling between tries.
+    A peer whose writes still fail is retried later, after `retry_base` seconds doubling up to
+    `retry_max`, and logged once when it starts failing and once when it recovers, so a peer the
+    kernel refuses neither floods the log nor delays the others.
     """
 
     def __init__(
@@ -142,8 +146,13 @@ class Reconciler(Generic[V]):
         retries: int = 3,
         backoff: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
+        retry_base: float = 1.0,
+        retry_max: float = 60.0,
     ) -> None:
         self.table = table
+        self.retry_base = retry_base
+        self.retry_max = retry_max
+        self.failing: dict[str, tuple[int, float]] = {}  # peer key -> (failures, retry at)
         self.datapath = datapath
         self.select = select
         self.resync_period = resync_period
@@ -197,36 +206,54 @@ class Reconciler(Generic[V]):
 
     def _apply(self, ops: list[Op]) -> SyncResult:
         result = SyncResult(ops=len(ops))
+        attempted: set[str] = set()
         for op in ops:
             if op.key and op.key in result.retry:
                 continue  # an earlier object of this peer failed: keep flannel's order
-            if not self._write(op):
+            attempted.add(op.key)
+            error = self._write(op)
+            if error is not None:
                 result.failed += 1
                 if op.key:
                     result.retry.add(op.key)
+                    result.errors[op.key] = f"{op.action} {op.kind} {op.a} {op.b or ''}: {error}"
+                else:
+                    log.warning("kernel write failed: %s %s %s %s: %s", op.action, op.kind,
+                                op.a, op.b or "", error)  # fmt: skip
+        self._schedule_retries(result, attempted)
         return result
 
-    def _write(self, op: Op) -> bool:
+    def _schedule_retries(self, result: SyncResult, attempted: set[str]) -> None:
+        now = self.clock()
+        for key in result.retry:
+            failures, _ = self.failing.get(key, (0, 0.0))
+            if failures == 0:
+                log.warning("cannot program peer %s (will retry with backoff): %s", key,
+                            result.errors.get(key, "?"))  # fmt: skip
+            delay = min(self.retry_max, self.retry_base * 2**failures)
+            self.failing[key] = (failures + 1, now + delay)
+        for key in attempted - result.retry:
+            if self.failing.pop(key, None) is not None:
+                log.info("peer %s programmed after earlier failures", key)
+
+    def due_retries(self) -> set[str]:
+        """Failing peers whose next attempt is due."""
+        now = self.clock()
+        return {key for key, (_, at) in self.failing.items() if at <= now}
+
+    def _write(self, op: Op) -> str | None:
+        """Perform one write with a few quick retries; returns the error text, None on success."""
         delay = self.backoff
         for attempt in range(1, self.retries + 1):
             try:
                 self.datapath.apply(op)
-                return True
+                return None
             except Exception as err:  # netlink errors are many kinds; every one is retried
                 if attempt == self.retries:
-                    log.warning(
-                        "kernel write failed after %d tries: %s %s %s %s: %s",
-                        attempt,
-                        op.action,
-                        op.kind,
-                        op.a,
-                        op.b or "",
-                        err,
-                    )
-                    return False
+                    return str(err)
                 time.sleep(delay)
                 delay *= 2
-        return False
+        return "no attempt made"
 
     def _report(self, kind: str, result: SyncResult, start: float) -> None:
         if kind == "full" and not self.first_sync_done.is_set():
@@ -248,6 +275,7 @@ class Reconciler(Generic[V]):
             dirty, full_requested = self.table.wait(timeout=1.0)
             if stop.is_set():
                 return
+            dirty |= self.due_retries()
             if not self.table.synced:  # no complete snapshot yet: nothing may be removed
                 self.table.mark_dirty(dirty)
                 stop.wait(0.1)
@@ -258,16 +286,15 @@ class Reconciler(Generic[V]):
             )
             try:
                 if due or full_requested:
-                    result = self.full_sync()
+                    self.full_sync()
                     self.first_sync_done.set()
-                else:
-                    result = self.sync_keys(dirty)
+                elif dirty:
+                    self.sync_keys(dirty)
             except Exception:
                 log.exception("reconcile pass failed; retrying")
                 self.table.mark_dirty(dirty)
                 self.last_full_sync = None
                 stop.wait(1.0)
                 continue
-            if result.retry:
-                self.table.mark_dirty(result.retry)
-                stop.wait(self.backoff)
+            for key in [k for k in self.failing if self.table.get(k) is None]:
+                del self.failing[key]  # a peer that left is not retried

@@ -28,6 +28,7 @@ from subnet.lease import Lease
 log = logging.getLogger(__name__)
 
 KERNEL_DEFAULT_PORT = 8472
+ZERO_MAC = "00:00:00:00:00:00"
 OVERHEAD_IPV4 = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14, bytes
 OVERHEAD_IPV6 = 70  # outer IPv6 header is 20 bytes longer
 
@@ -112,6 +113,8 @@ def _parse_mac(value: Any) -> str:
     parts = value.lower().replace("-", ":").split(":")
     if len(parts) != 6 or any(len(p) != 2 or not set(p) <= _MAC_HEX for p in parts):
         raise PeerFormatError(f"VtepMAC {value!r} is not a MAC address")
+    if int(parts[0], 16) & 1 or parts == ["00"] * 6:
+        raise PeerFormatError(f"VtepMAC {value!r} is not a unicast MAC (the kernel refuses it)")
     return ":".join(parts)
 
 
@@ -292,13 +295,25 @@ class VxlanDevice:
             log.info("removed stale address %s from %s", cidr, self.spec.name)
 
     def dump(self) -> KernelState:
-        """The device's permanent neighbour and FDB entries and its main-table routes."""
+        """The per-peer objects flanneld-py owns on the device: permanent neighbour entries and
+        main-table routes inside the cluster network, and permanent FDB entries with a unicast
+        MAC. Anything else an operator put there (a route to another network, the all-zeros
+        flood entry) is not listed, so it is never removed."""
         with self._lock:
-            return KernelState(
-                neighs=netlink.dump_neighs(self.ipr, self.index, self.family),
-                fdb=netlink.dump_fdb(self.ipr, self.index, self.family),
-                routes=netlink.dump_routes(self.ipr, self.index, self.family),
-            )
+            neighs = netlink.dump_neighs(self.ipr, self.index, self.family)
+            fdb = netlink.dump_fdb(self.ipr, self.index, self.family)
+            routes = netlink.dump_routes(self.ipr, self.index, self.family)
+        network = ipaddress.ip_network(self.network) if self.network else None
+
+        def ours(cidr: str) -> bool:
+            net = ipaddress.ip_network(cidr, strict=False)
+            return network is None or (net.version == network.version and net.subnet_of(network))  # type: ignore[arg-type]
+
+        return KernelState(
+            neighs={ip: mac for ip, mac in neighs.items() if ours(ip)},
+            fdb={(mac, dst) for mac, dst in fdb if mac != ZERO_MAC},
+            routes={dst: gw for dst, gw in routes.items() if ours(dst)},
+        )
 
     def apply(self, op: Op) -> None:
         """Perform one kernel write for a peer (see `backend.reconcile.Op`)."""

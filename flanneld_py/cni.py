@@ -18,8 +18,9 @@ Guarantees:
 
 Deliberate differences from flannel's plugin, none of which changes the rendered delegate:
 the delegate executable is looked up *before* the configuration is saved (so a typo in
-``delegate.type`` cannot leave a saved file that makes every later DEL fail); CHECK runs the
-delegate's CHECK instead of doing nothing; a known subnet.env key without ``=`` is reported
+``delegate.type`` cannot leave a saved file that makes every later DEL fail); CHECK fails for a
+container ADD never set up (flannel's succeeds for any); a known subnet.env key without ``=`` is
+reported
 instead of crashing; CNI_CONTAINERID must match the CNI spec's pattern because it names a file.
 """
 
@@ -350,7 +351,7 @@ def run(environ: Mapping[str, str], stdin_data: bytes) -> Output:
     and is passed unchanged to the delegate; ``stdin_data`` is the network config JSON.
     ADD: render the delegate from subnet.env, save it to ``<dataDir>/<CNI_CONTAINERID>``, run
     the delegate's ADD. DEL: run the delegate's DEL with the saved config and remove it (no saved
-    config: succeed silently). CHECK: run the delegate's CHECK with the saved config. VERSION:
+    config: succeed silently). CHECK: succeed when ADD saved a config for the container. VERSION:
     report SUPPORTED_VERSIONS. Delegate output and status are returned as they are; this
     plugin's own failures become an error result with exit status 1.
     """
@@ -476,7 +477,10 @@ def _cmd_check(scratch: Path, environ: Mapping[str, str]) -> Output:
     plugin_type = _decode_object(payload, str(scratch)).get("type")
     if not isinstance(plugin_type, str):
         raise CniError(ErrorCode.DECODING_FAILURE, f"{scratch}: saved config has no string 'type'")
-    return _exec_plugin(find_plugin(plugin_type, environ.get("CNI_PATH", "")), payload, environ)
+    # Like flannel's plugin, CHECK does not call the delegate: the bridge plugin's CHECK rejects
+    # the routes flannel's own delegate config adds (the cluster network route), so delegating
+    # would fail every healthy pod. A container ADD has set up is reported healthy.
+    return Output(b"", 0)
 
 
 def find_plugin(plugin_type: str, cni_path: str) -> str:

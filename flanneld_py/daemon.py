@@ -142,9 +142,11 @@ class Daemon:
         self.lease: Lease | None = None
         self.lease_lost = threading.Event()
         self.ready = threading.Event()  # subnet.env written (flanneld's readiness)
+        self.renew_now = threading.Event()  # our lease value was overwritten: re-put it
         self.cfg: NetworkConfig | None = None
         self.device: VxlanDevice | None = None
-        self._bad_peers: set[tuple[str, str]] = set()
+        self._bad_peers: dict[str, str] = {}  # peer key -> problem last logged
+        self._other_backends: dict[str, str] = {}  # peer key -> backend type last logged
 
     # --- start-up -------------------------------------------------------------------------------
 
@@ -257,14 +259,31 @@ class Daemon:
         backend data.
         """
         try:
-            return peer_from_lease(lease)
+            self._check_subnets(lease)
+            peer = peer_from_lease(lease)
         except PeerFormatError as err:
-            token = (lease.key, str(err))
-            if token not in self._bad_peers:
-                self._bad_peers.add(token)
+            if self._bad_peers.get(lease.key) != str(err):
+                self._bad_peers[lease.key] = str(err)
                 log.warning("skipping peer lease %s: %s", lease.key, err)
             self.counters.invalid_leases += 1
             raise
+        self._bad_peers.pop(lease.key, None)
+        if peer is None and self._other_backends.get(lease.key) != lease.attrs.backend_type:
+            self._other_backends[lease.key] = lease.attrs.backend_type
+            log.warning("ignoring peer lease %s: backend type %r, not vxlan", lease.key,
+                        lease.attrs.backend_type)  # fmt: skip
+        return peer
+
+    def _check_subnets(self, lease: Lease) -> None:
+        """A peer subnet must lie in the cluster network and not overlap this node's subnet:
+        the kernel would refuse the route, or traffic would go astray."""
+        cfg, own = self.cfg, self.lease
+        if lease.subnet is None or cfg is None or cfg.network is None:
+            return
+        if not lease.subnet.subnet_of(cfg.network):
+            raise PeerFormatError(f"subnet {lease.subnet} is outside the network {cfg.network}")
+        if own is not None and own.subnet is not None and lease.subnet.overlaps(own.subnet):
+            raise PeerFormatError(f"subnet {lease.subnet} overlaps this node's {own.subnet}")
 
     def _on_snapshot(self, items: list[tuple[str, Lease]]) -> None:
         own = self.lease
@@ -290,6 +309,16 @@ class Daemon:
 
     def _on_put(self, key: str, lease: Lease) -> None:
         if self._is_own(key, lease):
+            own = self.lease
+            if (
+                own is not None
+                and self.sm.renews
+                and key == self.sm.own_key(own)
+                and lease.attrs != own.attrs
+            ):
+                log.warning("this node's lease %s was overwritten (public IP %s); writing it "
+                            "back", key, lease.attrs.public_ip)  # fmt: skip
+                self.renew_now.set()
             return
         try:
             peer = self._peer(lease)
@@ -364,12 +393,19 @@ class Daemon:
             assert lease is not None and self.cfg is not None
             if self.lease_lost.is_set():
                 self.lease_lost.clear()
+                try:  # flannel re-reads and re-checks the config for every acquisition
+                    self.cfg = self.sm.get_network_config()
+                except (ConfigError, ConfigNotFound, DatastoreUnavailable) as err:
+                    log.warning("using the network config read at start (%s)", err)
                 self.sm.prefer(lease)
                 new = self._acquire(self.cfg, lease.attrs)
                 if new is not None:
                     self._use_lease(new)
                 continue
             due = (lease.expiration or float("inf")) - margin - time.time()
+            if self.renew_now.is_set():
+                self.renew_now.clear()
+                due = 0
             if due > 0:
                 self.stop.wait(min(due, 1.0))  # re-check for a lost lease every second
                 continue

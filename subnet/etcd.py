@@ -31,7 +31,7 @@ import pyetcd.exceptions
 from subnet.allocate import choose_subnets
 from subnet.config import NetworkConfig, check_network_config, parse_config
 from subnet.errors import ConfigNotFound, DatastoreUnavailable
-from subnet.lease import Lease, LeaseAttrs, LeaseFormatError, parse_subnet_key
+from subnet.lease import Lease, LeaseAttrs, LeaseFormatError, make_subnet_key, parse_subnet_key
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,13 @@ SUBNET_TTL = 24 * 3600  # seconds; flannel's subnetTTL
 RACE_RETRIES = 10
 DEFAULT_ENDPOINTS = "http://127.0.0.1:4001,http://127.0.0.1:2379"
 DEFAULT_PREFIX = "/coreos.com/network"
-_GRPC_OPTIONS = [  # notice a silently dead connection within about 15 s
-    ("grpc.keepalive_time_ms", 10_000),
+_GRPC_OPTIONS = [
+    ("grpc.keepalive_time_ms", 10_000),  # notice a silently dead connection within about 15 s
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.initial_reconnect_backoff_ms", 100),  # reconnect as flannel does: 0.1 s doubling...
+    ("grpc.max_reconnect_backoff_ms", 5_000),  # ...to at most 5 s (not min_reconnect_backoff:
+    # it is also the connect timeout, and a short one fails connections on a busy machine)
 ]
 
 
@@ -84,14 +87,46 @@ class Compacted(Exception):
     """The watch's start revision is older than etcd's compaction horizon: re-list."""
 
 
+_CLIENT_ERRORS = (pyetcd.exceptions.Etcd3Exception, grpc.RpcError, ValueError)
+
+
+def _unauthenticated(err: BaseException) -> bool:
+    return isinstance(err, grpc.RpcError) and err.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
 def _unavailable(call: Callable[..., Any]) -> Callable[..., Any]:
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    """Turn the client's connection-level errors into DatastoreUnavailable; an expired or
+    revoked auth token (etcd restarted, idle too long) drops the client so the next call logs
+    in again."""
+
+    def wrapper(self: EtcdRegistry, *args: Any, **kwargs: Any) -> Any:
         try:
-            return call(*args, **kwargs)
-        except (pyetcd.exceptions.Etcd3Exception, grpc.RpcError, ValueError) as err:
+            return call(self, *args, **kwargs)
+        except _CLIENT_ERRORS as err:
+            if _unauthenticated(err):
+                self.reset()
             raise DatastoreUnavailable(f"etcd: {type(err).__name__}: {err}") from err
 
     return wrapper
+
+
+def parse_endpoints(text: str) -> list[tuple[str, int, bool]]:
+    """`--etcd-endpoints` as (host, port, https) triples; `host:port` without a scheme is http
+    (as Go's etcd client takes it). Raises ValueError naming the bad entry."""
+    out = []
+    for raw in text.split(","):
+        entry = raw.strip()
+        url = urllib.parse.urlsplit(entry if "://" in entry else f"http://{entry}")
+        try:
+            port = url.port or 2379
+        except ValueError:
+            port = 0
+        if not url.hostname or url.scheme not in ("http", "https") or not port:
+            raise ValueError(
+                f"--etcd-endpoints: {entry!r} is not an endpoint like http://10.0.0.1:2379"
+            )
+        out.append((url.hostname, port, url.scheme == "https"))
+    return out
 
 
 class EtcdRegistry:
@@ -99,8 +134,10 @@ class EtcdRegistry:
 
     def __init__(self, opts: EtcdOptions) -> None:
         self.opts = opts
-        self.prefix = posixpath.normpath("/" + opts.prefix.strip("/"))
+        # Go's path.Join: cleaned, no trailing slash, a leading slash only when given
+        self.prefix = posixpath.normpath(opts.prefix).replace("//", "/") or "/"
         self.subnets_prefix = posixpath.join(self.prefix, "subnets")
+        self.endpoints = parse_endpoints(opts.endpoints)
         self._lock = threading.Lock()
         self._client: Any = None
         if bool(opts.keyfile) != bool(opts.certfile):
@@ -119,17 +156,12 @@ class EtcdRegistry:
                 ca, Path(self.opts.keyfile).read_bytes(), Path(self.opts.certfile).read_bytes()
             )
         out = []
-        for raw in self.opts.endpoints.split(","):
-            url = urllib.parse.urlsplit(raw.strip())
-            if not url.hostname or url.scheme not in ("http", "https"):
-                raise ValueError(
-                    f"--etcd-endpoints: {raw!r} is not a URL like http://10.0.0.1:2379"
-                )
-            secure = url.scheme == "https" and creds is not None
+        for host, port, https in self.endpoints:
+            secure = https and creds is not None
             out.append(
                 pyetcd.Endpoint(
-                    url.hostname,
-                    url.port or 2379,
+                    host,
+                    port,
                     secure=secure,
                     creds=creds if secure else None,
                     time_retry=1.0,
@@ -142,14 +174,25 @@ class EtcdRegistry:
     def client(self) -> Any:
         with self._lock:
             if self._client is None:
-                self._client = pyetcd.MultiEndpointEtcd3Client(
+                client = pyetcd.MultiEndpointEtcd3Client(
                     endpoints=self._endpoints(),
                     timeout=self.opts.timeout,
                     user=self.opts.username or None,
                     password=self.opts.password or None,
                     failover=True,
                 )
+                # The auth token goes in the request metadata, which etcd reads; gRPC refuses
+                # to send it as call credentials over a plain-text channel.
+                client.call_credentials = None
+                self._client = client
             return self._client
+
+    def reset(self) -> None:
+        """Drop the client; the next call connects (and authenticates) again."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     def close(self) -> None:
         """Close the client's channels."""
@@ -229,7 +272,9 @@ class EtcdRegistry:
             )
         except pyetcd.exceptions.RevisionCompactedError as err:
             raise Compacted(str(err.compacted_revision)) from err
-        except (pyetcd.exceptions.Etcd3Exception, grpc.RpcError, ValueError) as err:
+        except _CLIENT_ERRORS as err:
+            if _unauthenticated(err):
+                self.reset()
             raise DatastoreUnavailable(f"etcd watch: {type(err).__name__}: {err}") from err
 
         def events() -> Iterator[WatchEvent]:
@@ -240,7 +285,9 @@ class EtcdRegistry:
                         yield WatchEvent(kind, ev.key.decode(), ev.value, int(ev.mod_revision))
             except pyetcd.exceptions.RevisionCompactedError as err:
                 raise Compacted(str(err.compacted_revision)) from err
-            except (pyetcd.exceptions.Etcd3Exception, grpc.RpcError, ValueError) as err:
+            except _CLIENT_ERRORS as err:
+                if _unauthenticated(err):
+                    self.reset()
                 raise DatastoreUnavailable(f"etcd watch: {type(err).__name__}: {err}") from err
             raise DatastoreUnavailable("etcd watch stream ended")
 
@@ -270,7 +317,7 @@ class EtcdSubnetManager:
         self.registry = registry
         self.previous = previous
         self.on_invalid = on_invalid or (lambda key, reason: None)
-        self._invalid_seen: set[tuple[str, bytes]] = set()
+        self._invalid_seen: dict[str, str] = {}  # full key -> reason last logged
 
     renews = True
 
@@ -319,10 +366,10 @@ class EtcdSubnetManager:
         return out
 
     def _invalid(self, item: StoredLease, reason: str) -> None:
-        token = (item.key, item.value)
-        if token not in self._invalid_seen:
-            self._invalid_seen.add(token)
-            log.warning("skipping invalid lease %s: %s", item.key, reason)
+        """Log an invalid key once per key and reason (memory bounded by the number of keys)."""
+        if self._invalid_seen.get(item.key) != reason:
+            self._invalid_seen[item.key] = reason
+            log.warning("skipping invalid lease %s: %s", item.key, reason[:300])
         self.on_invalid(item.key, reason)
 
     def acquire_lease(
@@ -436,7 +483,10 @@ class EtcdSubnetManager:
                 for ev in events:
                     backoff = 0.1
                     revision = ev.revision + 1
-                    self._handle_event(ev, on_put, on_delete)
+                    try:
+                        self._handle_event(ev, on_put, on_delete)
+                    except Exception:  # a bug must cost one event, never the watch
+                        log.exception("could not handle the change of %s; skipped", ev.key)
                     if stop.is_set():
                         break
             except Compacted:
@@ -450,21 +500,28 @@ class EtcdSubnetManager:
                 on_state("unavailable")
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
+            except Exception:  # a bug must not end the watch: log it, re-list, go on
+                log.exception("etcd watch failed unexpectedly; re-listing in %.1f s", backoff)
+                revision = None
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
 
     def _handle_event(
         self, ev: WatchEvent, on_put: Callable[[str, Lease], None], on_delete: Callable[[str], None]
     ) -> None:
         item = StoredLease(ev.key, ev.value, 0)
         if ev.kind == "delete":
+            self._invalid_seen.pop(ev.key, None)
             try:
-                parse_subnet_key(ev.key)
-            except LeaseFormatError as err:
-                self._invalid(item, str(err))
-                return
-            on_delete(posixpath.basename(ev.key))
+                subnets = parse_subnet_key(ev.key)
+            except LeaseFormatError:
+                return  # an invalid key going away: nothing was programmed for it
+            on_delete(make_subnet_key(*subnets))  # the canonical key the put was reported under
             return
         try:
             lease = decode_lease(item)
-            on_put(lease.key, lease)
         except LeaseFormatError as err:
             self._invalid(item, str(err))
+            return
+        self._invalid_seen.pop(ev.key, None)
+        on_put(lease.key, lease)

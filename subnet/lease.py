@@ -68,6 +68,8 @@ def parse_subnet_key(key: str) -> tuple[IPv4Network | None, IPv6Network | None]:
     except ValueError as err:
         raise LeaseFormatError(f"{key!r} is not a valid subnet key: {err}") from None
     empty_v4 = int(v4.network_address) == 0 and v4.prefixlen == 0
+    if empty_v4 and v6 is None:
+        raise LeaseFormatError(f"{key!r} names no subnet")
     return (None if empty_v4 else v4), v6
 
 

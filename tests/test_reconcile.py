@@ -10,6 +10,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -458,3 +459,33 @@ def test_run_does_not_spin_before_the_first_snapshot() -> None:
     worker.join(3.0)
     assert dp.log == []  # nothing is written before the table is synced
     assert table.waits <= 10
+
+
+def test_a_peer_the_kernel_refuses_backs_off_and_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    now = [100.0]
+    table: PeerTable[PeerEntry] = PeerTable()
+    table.reset([("k2", entry(2)), ("k3", entry(3, MAC_B))])
+    dp = FakeDatapath()
+    dp.fail("fdb", "replace", MAC_A)
+    r = Reconciler(table, dp, lambda e: e, retries=1, backoff=0, clock=lambda: now[0],
+                   retry_base=1.0, retry_max=4.0)  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="backend.reconcile"):
+        r.full_sync()
+        assert r.failing["k2"] == (1, 101.0)
+        assert r.due_retries() == set()
+        now[0] = 101.0
+        assert r.due_retries() == {"k2"}
+        for _ in range(4):
+            r.sync_keys(r.due_retries() or {"k2"})
+    assert r.failing["k2"][0] == 5
+    assert r.failing["k2"][1] - now[0] == 4.0  # capped at retry_max
+    warnings = [rec for rec in caplog.records if "cannot program peer k2" in rec.getMessage()]
+    assert len(warnings) == 1
+    assert "10.5.3.0/24" in dp.state.routes  # the other peer was not held up
+    dp.failures.clear()
+    r.sync_keys({"k2"})
+    assert "k2" not in r.failing and r.programmed["k2"] == entry(2)

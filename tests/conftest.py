@@ -33,32 +33,65 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class EtcdServer:
+    """A real etcd on loopback ports of its own, in a temporary data directory; `stop()` then
+    `start()` keeps the data (an etcd restart)."""
+
+    def __init__(self) -> None:
+        self.client_port, self.peer_port = _free_port(), _free_port()
+        self.url = f"http://127.0.0.1:{self.client_port}"
+        self.workdir = tempfile.mkdtemp(prefix="fpy-etcd-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> EtcdServer:
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        args = ["--name", "t", "--data-dir", f"{self.workdir}/data",
+                "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", f"t={peer}", "--log-level", "warn"]  # fmt: skip
+        with open(f"{self.workdir}/etcd.log", "ab") as log:
+            self.proc = subprocess.Popen(["etcd", *args], stdout=log, stderr=subprocess.STDOUT)
+
+        def up() -> bool:
+            with socket.create_connection(("127.0.0.1", self.client_port), timeout=1):
+                return True
+
+        wait_for("etcd to listen", up, timeout=30)
+        return self
+
+    def stop(self) -> None:
+        """Stop etcd (SIGTERM, by PID) and wait for it."""
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+            self.proc = None
+
+    def remove(self) -> None:
+        """Stop etcd and delete its data."""
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def etcd_url() -> Iterator[str]:
     """A real etcd listening on loopback for the whole session; yields its client URL."""
     _require_private_netns()
-    client_port, peer_port = _free_port(), _free_port()
-    url = f"http://127.0.0.1:{client_port}"
-    peer = f"http://127.0.0.1:{peer_port}"
-    workdir = tempfile.mkdtemp(prefix="fpy-etcd-")
-    args = ["--name", "t", "--data-dir", f"{workdir}/data", "--listen-client-urls", url,
-            "--advertise-client-urls", url, "--listen-peer-urls", peer,
-            "--initial-advertise-peer-urls", peer, "--initial-cluster", f"t={peer}",
-            "--log-level", "warn"]  # fmt: skip
-    with open(f"{workdir}/etcd.log", "wb") as log:
-        proc = subprocess.Popen(["etcd", *args], stdout=log, stderr=subprocess.STDOUT)
+    server = EtcdServer()
     try:
-
-        def up() -> bool:
-            with socket.create_connection(("127.0.0.1", client_port), timeout=1):
-                return True
-
-        wait_for("etcd to listen", up, timeout=30)
-        yield url
+        yield server.start().url
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        shutil.rmtree(workdir, ignore_errors=True)
+        server.remove()
+
+
+@pytest.fixture
+def etcd_server() -> Iterator[EtcdServer]:
+    """A real etcd of the test's own, for tests that restart it or change its settings."""
+    _require_private_netns()
+    server = EtcdServer()
+    try:
+        yield server.start()
+    finally:
+        server.remove()
 
 
 @pytest.fixture

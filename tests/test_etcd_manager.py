@@ -11,7 +11,7 @@ import pytest
 
 from subnet.allocate import OutOfSubnets
 from subnet.config import ConfigError
-from subnet.errors import ConfigNotFound
+from subnet.errors import ConfigNotFound, DatastoreUnavailable
 from subnet.etcd import (
     EtcdOptions,
     EtcdRegistry,
@@ -19,6 +19,7 @@ from subnet.etcd import (
     StoredLease,
 )
 from subnet.lease import Lease, LeaseAttrs
+from tests.conftest import EtcdServer
 from tests.testbed import wait_for
 
 pytestmark = pytest.mark.etcd
@@ -236,4 +237,36 @@ def test_watch_relists_after_compaction(etcd_url: str, etcd_prefix: str) -> None
             t.join(timeout=10)
     finally:
         reg.client.delete_prefix(etcd_prefix)
+        reg.close()
+
+
+def test_username_password_over_http_survive_an_etcd_restart(etcd_server: EtcdServer) -> None:
+    import grpc
+    from pyetcd import etcdrpc
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{etcd_server.client_port}")
+    auth = etcdrpc.AuthStub(channel)
+    auth.UserAdd(etcdrpc.AuthUserAddRequest(name="root", password="s3cret"), timeout=5)
+    auth.RoleAdd(etcdrpc.AuthRoleAddRequest(name="root"), timeout=5)
+    auth.UserGrantRole(etcdrpc.AuthUserGrantRoleRequest(user="root", role="root"), timeout=5)
+    auth.AuthEnable(etcdrpc.AuthEnableRequest(), timeout=5)
+    channel.close()
+    reg = EtcdRegistry(EtcdOptions(endpoints=etcd_server.url, prefix="/auth-test",
+                                   username="root", password="s3cret"))  # fmt: skip
+    try:
+        put_config(reg)
+        sm = EtcdSubnetManager(reg)
+        lease = sm.acquire_lease(sm.get_network_config(), attrs("1.2.3.4"))
+        etcd_server.stop()  # the auth token dies with the server
+        etcd_server.start()
+
+        def renewed() -> bool:
+            try:
+                sm.renew_lease(lease)
+            except DatastoreUnavailable:
+                return False
+            return True
+
+        wait_for("a renewal with a fresh token", renewed, timeout=30, interval=0.5)
+    finally:
         reg.close()

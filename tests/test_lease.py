@@ -387,3 +387,8 @@ def test_lease_attrs_encode_decode_round_trip(
     assert decoded.encode() == encoded
     assert json.loads(encoded)["PublicIP"] == str(public_ip)
     assert list(json.loads(encoded))[:2] == ["PublicIP", "PublicIPv6"]
+
+
+def test_key_naming_no_subnet_is_rejected() -> None:
+    with pytest.raises(LeaseFormatError, match="names no subnet"):
+        parse_subnet_key("/coreos.com/network/subnets/0.0.0.0-0")

@@ -181,6 +181,7 @@ def test_malformed_leases_are_skipped_without_disturbing_others(testbed: Testbed
     prefix = f"{testbed.etcd_prefix}/subnets"
     testbed.client.put(f"{prefix}/10.244.200.0-24", "this is not JSON")
     testbed.client.put(f"{prefix}/not-a-subnet-key", '{"PublicIP":"198.18.0.99"}')
+    testbed.client.put(f"{prefix}/0.0.0.0-0", '{"PublicIP":"198.18.0.96"}')  # names no subnet
     testbed.client.put(
         f"{prefix}/10.244.201.0-24",
         '{"PublicIP":"198.18.0.98","PublicIPv6":null,"BackendType":"vxlan",'

@@ -250,3 +250,14 @@ def test_bad_vtep_mac_raises_peer_format_error(data: Any) -> None:
 
 def test_peer_format_error_is_a_value_error() -> None:
     assert issubclass(PeerFormatError, ValueError)
+
+
+@pytest.mark.parametrize("mac", ["01:00:5e:00:00:01", "ff:ff:ff:ff:ff:ff", "00:00:00:00:00:00"])
+def test_non_unicast_vtep_mac_is_refused(mac: str) -> None:
+    lease = Lease(
+        ipaddress.IPv4Network("10.244.2.0/24"),
+        None,
+        LeaseAttrs(ipaddress.IPv4Address("198.18.0.2"), None, "vxlan", {"VNI": 1, "VtepMAC": mac}),
+    )
+    with pytest.raises(PeerFormatError, match="unicast"):
+        peer_from_lease(lease)

@@ -72,12 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== starting etcd and {args.nodes} nodes, each running flanneld-py")
         tb.start_etcd()
         tb.put_config()
-        nodes = [tb.add_node() for _ in range(args.nodes)]
-        for node in nodes:
-            tb.start_daemon(node)
-        for node in nodes:
-            tb.wait_subnet(node)
-        tb.wait_converged()
+        nodes = tb.start_nodes(args.nodes)
         show_nodes(tb, nodes)
 
         print(f"\n== creating {args.pods} pods per node through the flannel CNI plugin")

@@ -18,16 +18,6 @@ pytestmark = [pytest.mark.kernel, pytest.mark.kube]
 P = "flannel.alpha.coreos.com/"
 
 
-def start_nodes(tb: Testbed, count: int) -> list[Node]:
-    nodes = [tb.add_node() for _ in range(count)]
-    for node in nodes:
-        tb.start_daemon(node)
-    for node in nodes:
-        tb.wait_subnet(node)
-    tb.wait_converged()
-    return nodes
-
-
 def node_annotations(tb: Testbed, node: Node) -> dict[str, str]:
     assert tb.kubeapi is not None
     obj = tb.kubeapi.get_node(node.name) or {}
@@ -46,7 +36,7 @@ def condition(tb: Testbed, node: Node, kind: str) -> dict[str, Any] | None:
 
 def test_lease_comes_from_pod_cidr_and_annotations_match_flanneld(kube_testbed: Testbed) -> None:
     tb = kube_testbed
-    (node,) = start_nodes(tb, 1)
+    (node,) = tb.start_nodes(1)
     env = node.subnet_env()
     assert env["FLANNEL_SUBNET"] == "10.244.1.1/24"
     assert env["FLANNEL_NETWORK"] == "10.244.0.0/16"
@@ -68,20 +58,14 @@ def test_lease_comes_from_pod_cidr_and_annotations_match_flanneld(kube_testbed: 
 
 @pytest.mark.parametrize("count", [2, 3])
 def test_pods_reach_each_other_in_kube_mode(kube_testbed: Testbed, count: int) -> None:
-    nodes = start_nodes(kube_testbed, count)
+    nodes = kube_testbed.start_nodes(count)
     pods = [kube_testbed.add_pod(node) for node in nodes]
-    failed = [
-        (src.name, dst.ip)
-        for src in pods
-        for dst in pods
-        if src.node is not dst.node and not kube_testbed.ping(src, dst.ip, count=3)
-    ]
-    assert failed == []
+    assert kube_testbed.cross_node_ping_failures(pods) == []
 
 
 def test_deleted_peer_node_loses_its_entries(kube_testbed: Testbed) -> None:
     tb = kube_testbed
-    nodes = start_nodes(tb, 3)
+    nodes = tb.start_nodes(3)
     gone = nodes[2]
     subnet = tb.subnet_of(gone)
     mac = tb.vtep_mac(gone)
@@ -96,7 +80,7 @@ def test_deleted_peer_node_loses_its_entries(kube_testbed: Testbed) -> None:
 
 def test_peer_annotation_change_is_followed(kube_testbed: Testbed) -> None:
     tb = kube_testbed
-    node, peer = start_nodes(tb, 2)
+    node, peer = tb.start_nodes(2)
     old_mac = tb.vtep_mac(peer)
     vtep_ip = tb.subnet_of(peer).split("/")[0]
     new_mac = "0e:11:22:33:44:66"
@@ -114,7 +98,7 @@ def test_peer_annotation_change_is_followed(kube_testbed: Testbed) -> None:
 
 def test_pod_cidr_change_moves_the_peer_route(kube_testbed: Testbed) -> None:
     tb = kube_testbed
-    node, peer = start_nodes(tb, 2)
+    node, peer = tb.start_nodes(2)
     assert tb.kubeapi is not None
     tb.stop_daemon(peer)
 
@@ -129,7 +113,7 @@ def test_pod_cidr_change_moves_the_peer_route(kube_testbed: Testbed) -> None:
 
 def test_watch_broken_by_410_relists_without_missing_changes(kube_testbed: Testbed) -> None:
     tb = kube_testbed
-    nodes = start_nodes(tb, 3)
+    nodes = tb.start_nodes(3)
     assert tb.kubeapi is not None
     tb.stop_daemon(nodes[2])
     tb.kubeapi.expire_history()
@@ -142,7 +126,7 @@ def test_watch_broken_by_410_relists_without_missing_changes(kube_testbed: Testb
 
 def test_malformed_annotations_are_skipped(kube_testbed: Testbed) -> None:
     tb = kube_testbed
-    node, peer = start_nodes(tb, 2)
+    node, peer = tb.start_nodes(2)
     assert tb.kubeapi is not None
     tb.kubeapi.add_node(
         "bad-ip",
@@ -247,7 +231,7 @@ def test_manifest_rbac_is_exactly_what_the_daemon_uses(kube_testbed: Testbed) ->
 
 def test_rebooted_node_keeps_its_vtep_mac(kube_testbed: Testbed) -> None:
     tb = kube_testbed
-    node, peer = start_nodes(tb, 2)
+    node, peer = tb.start_nodes(2)
     mac = tb.vtep_mac(node)
     tb.stop_daemon(node)
     tb.node_sh(node, "ip", "link", "del", "flannel.1")  # what a reboot does to the device

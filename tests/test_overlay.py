@@ -19,16 +19,6 @@ from tests.testbed import Node, Testbed, wait_for
 pytestmark = pytest.mark.kernel
 
 
-def start_nodes(tb: Testbed, count: int) -> list[Node]:
-    nodes = [tb.add_node() for _ in range(count)]
-    for node in nodes:
-        tb.start_daemon(node)
-    for node in nodes:
-        tb.wait_subnet(node)
-    tb.wait_converged()
-    return nodes
-
-
 def lease_key(tb: Testbed, node: Node) -> str:
     return tb.subnet_of(node).replace("/", "-")
 
@@ -41,7 +31,7 @@ def expected_entries(tb: Testbed, peer: Node) -> tuple[str, str, str, str]:
 
 @pytest.mark.parametrize("count", [2, 3])
 def test_pods_reach_each_other_across_nodes(testbed: Testbed, count: int) -> None:
-    nodes = start_nodes(testbed, count)
+    nodes = testbed.start_nodes(count)
     pods = [testbed.add_pod(node) for node in nodes]
     for node in nodes:
         env = node.subnet_env()
@@ -55,13 +45,7 @@ def test_pods_reach_each_other_across_nodes(testbed: Testbed, count: int) -> Non
             assert subnet in testbed.routes(node)
             assert testbed.neighbours(node)[vtep_ip] == mac
             assert (mac, public_ip) in testbed.fdb(node)
-    failed = [
-        (src.name, dst.ip)
-        for src in pods
-        for dst in pods
-        if src.node is not dst.node and not testbed.ping(src, dst.ip, count=3)
-    ]
-    assert failed == []
+    assert testbed.cross_node_ping_failures(pods) == []
 
 
 def test_readyz_turns_200_once_subnet_env_is_written(testbed: Testbed) -> None:
@@ -80,7 +64,7 @@ def test_readyz_turns_200_once_subnet_env_is_written(testbed: Testbed) -> None:
 
 
 def test_pod_gets_address_in_node_subnet_and_del_releases_it(testbed: Testbed) -> None:
-    (node,) = start_nodes(testbed, 1)
+    (node,) = testbed.start_nodes(1)
     pod = testbed.add_pod(node)
     assert pod.ip.startswith(testbed.subnet_of(node).rsplit(".", 2)[0])
     saved = node.workdir / "cni-flannel" / pod.container_id
@@ -91,7 +75,7 @@ def test_pod_gets_address_in_node_subnet_and_del_releases_it(testbed: Testbed) -
 
 
 def test_departed_peer_loses_its_entries_on_the_others(testbed: Testbed) -> None:
-    nodes = start_nodes(testbed, 3)
+    nodes = testbed.start_nodes(3)
     gone = nodes[2]
     subnet, vtep_ip, mac, public_ip = expected_entries(testbed, gone)
     key = lease_key(testbed, gone)
@@ -111,7 +95,7 @@ def test_departed_peer_loses_its_entries_on_the_others(testbed: Testbed) -> None
 
 
 def test_peer_mac_change_replaces_entries_and_drops_old_fdb(testbed: Testbed) -> None:
-    nodes = start_nodes(testbed, 2)
+    nodes = testbed.start_nodes(2)
     peer = nodes[1]
     subnet, vtep_ip, old_mac, public_ip = expected_entries(testbed, peer)
     key = f"{testbed.etcd_prefix}/subnets/{lease_key(testbed, peer)}"
@@ -132,7 +116,7 @@ def test_peer_mac_change_replaces_entries_and_drops_old_fdb(testbed: Testbed) ->
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_restart_keeps_subnet_and_never_removes_peer_entries(testbed: Testbed, sig: int) -> None:
-    nodes = start_nodes(testbed, 2)
+    nodes = testbed.start_nodes(2)
     node, peer = nodes
     before_subnet = node.subnet_env()["FLANNEL_SUBNET"]
     before_mac = testbed.vtep_mac(node)
@@ -176,7 +160,7 @@ def test_ten_daemons_started_at_once_get_distinct_subnets(testbed: Testbed) -> N
 
 
 def test_malformed_leases_are_skipped_without_disturbing_others(testbed: Testbed) -> None:
-    nodes = start_nodes(testbed, 2)
+    nodes = testbed.start_nodes(2)
     node, peer = nodes
     prefix = f"{testbed.etcd_prefix}/subnets"
     testbed.client.put(f"{prefix}/10.244.200.0-24", "this is not JSON")

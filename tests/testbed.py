@@ -303,6 +303,16 @@ class Testbed:
                                   internal_ip=node.address)  # fmt: skip
         return node
 
+    def start_nodes(self, count: int) -> list[Node]:
+        """Add `count` nodes, start their daemons, and wait for subnets and full mesh routes."""
+        nodes = [self.add_node() for _ in range(count)]
+        for node in nodes:
+            self.start_daemon(node)
+        for node in nodes:
+            self.wait_subnet(node)
+        self.wait_converged()
+        return nodes
+
     def node_sh(
         self, node: Node, *cmd: str, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
@@ -471,6 +481,15 @@ class Testbed:
         cmd = ["ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", str(timeout), ip]
         res = self.pod_sh(pod, *cmd, check=False, timeout=timeout * count + 10)
         return res.returncode == 0
+
+    def cross_node_ping_failures(self, pods: list[Pod]) -> list[tuple[str, str]]:
+        """(pod, unreachable IP) for every pod that cannot ping a pod on another node."""
+        return [
+            (src.name, dst.ip)
+            for src in pods
+            for dst in pods
+            if src.node is not dst.node and not self.ping(src, dst.ip, count=3)
+        ]
 
     def pod_sh(
         self, pod: Pod, *cmd: str, check: bool = True, timeout: float = 60

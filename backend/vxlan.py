@@ -295,25 +295,9 @@ class VxlanDevice:
             log.info("removed stale address %s from %s", cidr, self.spec.name)
 
     def dump(self) -> KernelState:
-        """The per-peer objects flanneld-py owns on the device: permanent neighbour entries and
-        main-table routes inside the cluster network, and permanent FDB entries with a unicast
-        MAC. Anything else an operator put there (a route to another network, the all-zeros
-        flood entry) is not listed, so it is never removed."""
+        """The per-peer objects flanneld-py owns on the device (see `owned_state`)."""
         with self._lock:
-            neighs = netlink.dump_neighs(self.ipr, self.index, self.family)
-            fdb = netlink.dump_fdb(self.ipr, self.index, self.family)
-            routes = netlink.dump_routes(self.ipr, self.index, self.family)
-        network = ipaddress.ip_network(self.network) if self.network else None
-
-        def ours(cidr: str) -> bool:
-            net = ipaddress.ip_network(cidr, strict=False)
-            return network is None or (net.version == network.version and net.subnet_of(network))  # type: ignore[arg-type]
-
-        return KernelState(
-            neighs={ip: mac for ip, mac in neighs.items() if ours(ip)},
-            fdb={(mac, dst) for mac, dst in fdb if mac != ZERO_MAC},
-            routes={dst: gw for dst, gw in routes.items() if ours(dst)},
-        )
+            return owned_state(self.ipr, self.index, self.family, self.network)
 
     def apply(self, op: Op) -> None:
         """Perform one kernel write for a peer (see `backend.reconcile.Op`)."""
@@ -333,6 +317,39 @@ class VxlanDevice:
                 netlink.replace_route(ipr, index, op.a, op.b or "")
             else:
                 netlink.delete_route(ipr, index, op.a)
+
+
+def owned_state(ipr: Any, index: int, family: int, network: str | None) -> KernelState:
+    """The per-peer objects flanneld-py owns on a flannel device: permanent neighbour entries
+    and main-table routes inside the cluster `network` (CIDR text; None: all), and permanent FDB
+    entries with a unicast MAC. Anything else an operator put there (a route to another network,
+    the all-zeros flood entry) is not listed, so it is never removed."""
+    neighs = netlink.dump_neighs(ipr, index, family)
+    fdb = netlink.dump_fdb(ipr, index, family)
+    routes = netlink.dump_routes(ipr, index, family)
+    net = ipaddress.ip_network(network) if network else None
+
+    def ours(cidr: str) -> bool:
+        n = ipaddress.ip_network(cidr, strict=False)
+        return net is None or (n.version == net.version and n.subnet_of(net))  # type: ignore[arg-type]
+
+    return KernelState(
+        neighs={ip: mac for ip, mac in neighs.items() if ours(ip)},
+        fdb={(mac, dst) for mac, dst in fdb if mac != ZERO_MAC},
+        routes={dst: gw for dst, gw in routes.items() if ours(dst)},
+    )
+
+
+def check_peer_subnet(lease: Lease, network: Any, own_subnet: Any) -> None:
+    """Refuse a peer subnet outside the cluster `network` or overlapping this node's
+    `own_subnet` (either may be None): the kernel would refuse the route, or traffic would go
+    astray. Raises PeerFormatError."""
+    if lease.subnet is None or network is None:
+        return
+    if not lease.subnet.subnet_of(network):
+        raise PeerFormatError(f"subnet {lease.subnet} is outside the network {network}")
+    if own_subnet is not None and lease.subnet.overlaps(own_subnet):
+        raise PeerFormatError(f"subnet {lease.subnet} overlaps this node's {own_subnet}")
 
 
 def _with_mac(spec: netlink.VxlanSpec, mac: str) -> netlink.VxlanSpec:

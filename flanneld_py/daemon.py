@@ -27,6 +27,7 @@ from backend.vxlan import (
     VxlanDevice,
     VxlanPeer,
     backend_data,
+    check_peer_subnet,
     parse_vxlan_config,
     peer_from_lease,
 )
@@ -275,15 +276,8 @@ class Daemon:
         return peer
 
     def _check_subnets(self, lease: Lease) -> None:
-        """A peer subnet must lie in the cluster network and not overlap this node's subnet:
-        the kernel would refuse the route, or traffic would go astray."""
-        cfg, own = self.cfg, self.lease
-        if lease.subnet is None or cfg is None or cfg.network is None:
-            return
-        if not lease.subnet.subnet_of(cfg.network):
-            raise PeerFormatError(f"subnet {lease.subnet} is outside the network {cfg.network}")
-        if own is not None and own.subnet is not None and lease.subnet.overlaps(own.subnet):
-            raise PeerFormatError(f"subnet {lease.subnet} overlaps this node's {own.subnet}")
+        check_peer_subnet(lease, self.cfg.network if self.cfg else None,
+                          self.lease.subnet if self.lease else None)  # fmt: skip
 
     def _on_snapshot(self, items: list[tuple[str, Lease]]) -> None:
         own = self.lease

@@ -122,6 +122,7 @@ class SyncResult:
     failed: int = 0
     retry: set[str] = field(default_factory=set)
     errors: dict[str, str] = field(default_factory=dict)  # peer key -> why its write failed
+    by_kind: dict[str, int] = field(default_factory=dict)  # writes attempted per object kind
 
 
 V = TypeVar("V")
@@ -163,6 +164,9 @@ class Reconciler(Generic[V]):
         self.last_full_sync: float | None = None
         self.first_sync_done = threading.Event()
         self.on_pass: Callable[[str, SyncResult, float], None] | None = None
+        self.on_write: Callable[[Op, bool], None] | None = None
+        self.on_programmed: Callable[[float], None] | None = None  # event-to-kernel seconds
+        self.heartbeat = clock()  # last loop iteration, for liveness
 
     def desired(self, keys: Iterable[str] | None = None) -> dict[str, PeerEntry]:
         """This device's entries for `keys` (all peers when None)."""
@@ -182,6 +186,7 @@ class Reconciler(Generic[V]):
         desired = self.desired()
         ops = diff(desired, self.datapath.dump())
         result = self._apply(ops)
+        self._observe_latency(self.table.pending() - result.retry)
         self.programmed = {k: e for k, e in desired.items() if k not in result.retry}
         self.last_full_sync = self.clock()
         self._report("full", result, start)
@@ -194,6 +199,7 @@ class Reconciler(Generic[V]):
         before = [self.programmed[k] for k in keys if k in self.programmed]
         others = [e for k, e in self.programmed.items() if k not in keys]
         result = self._apply(diff(desired, KernelState.of(before), keep=others))
+        self._observe_latency(keys - result.retry)
         for key in keys:
             if key in result.retry:
                 continue
@@ -211,7 +217,10 @@ class Reconciler(Generic[V]):
             if op.key and op.key in result.retry:
                 continue  # an earlier object of this peer failed: keep flannel's order
             attempted.add(op.key)
+            result.by_kind[op.kind] = result.by_kind.get(op.kind, 0) + 1
             error = self._write(op)
+            if self.on_write is not None:
+                self.on_write(op, error is None)
             if error is not None:
                 result.failed += 1
                 if op.key:
@@ -222,6 +231,13 @@ class Reconciler(Generic[V]):
                                 op.a, op.b or "", error)  # fmt: skip
         self._schedule_retries(result, attempted)
         return result
+
+    def _observe_latency(self, done: set[str]) -> None:
+        since = self.table.take_since(done)
+        if self.on_programmed is not None:
+            now = time.monotonic()
+            for t in since.values():
+                self.on_programmed(now - t)
 
     def _schedule_retries(self, result: SyncResult, attempted: set[str]) -> None:
         now = self.clock()
@@ -272,6 +288,7 @@ class Reconciler(Generic[V]):
         """Loop until `stop` is set: a full pass once the table is synced and every
         `resync_period` seconds, incremental passes for dirty keys in between."""
         while not stop.is_set():
+            self.heartbeat = self.clock()
             dirty, full_requested = self.table.wait(timeout=1.0)
             if stop.is_set():
                 return

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from flanneld_py import __version__
 from flanneld_py.flags import Flag, FlagError, HelpRequested, parse_flags, usage
+from flanneld_py.logs import setup_logging
 
 FLAGS: list[Flag] = [
     Flag(
@@ -150,6 +150,13 @@ FLAGS: list[Flag] = [
     Flag(
         "v", "int", 0, "log verbosity: 0 logs lease and peer events, 1 and above also debug detail"
     ),
+    Flag(
+        "log-format",
+        "str",
+        "text",
+        "text (human-readable lines) or json (one object per "
+        "line: time, level, logger, msg) (flanneld-py only)",
+    ),
     Flag("vmodule", "str", "", "per-module log verbosity (klog)", implemented=False),
     Flag("log_backtrace_at", "str", "", "log a stack trace at file:line (klog)", implemented=False),
 ]
@@ -196,6 +203,7 @@ class Options:
     podcidr_wait: float = 600.0
     version: bool = False
     v: int = 0
+    log_format: str = "text"
     vmodule: str = ""
     log_backtrace_at: str = ""
 
@@ -214,6 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args and args[0] == "version":
         print(__version__)
         return 0
+    if args and args[0] == "status":
+        from flanneld_py.status import main as status_main
+
+        return status_main(args[1:])
     try:
         opts = parse_options(args)
     except HelpRequested:
@@ -225,11 +237,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if opts.version:
         print(__version__, file=sys.stderr)
         return 0
-    logging.basicConfig(
-        level=logging.DEBUG if opts.v > 0 else logging.INFO,
-        format="%(asctime)s %(levelname).1s %(name)s] %(message)s",
-        stream=sys.stderr,
-    )
+    try:
+        setup_logging(opts.log_format, opts.v)
+    except ValueError as err:
+        print(f"flanneld-py: {err}", file=sys.stderr)
+        return 2
     from flanneld_py.daemon import run  # heavy imports (grpc, pyroute2) only for the daemon
 
     return run(opts)

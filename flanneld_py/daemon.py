@@ -18,7 +18,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from backend.reconcile import PeerEntry, Reconciler
@@ -34,7 +33,9 @@ from backend.vxlan import (
 from flanneld_py.cli import FLAGS, Options
 from flanneld_py.health import HealthServer
 from flanneld_py.iface import InterfaceError, select_interface
-from subnet.allocate import OutOfSubnets
+from flanneld_py.observe import Observer
+from flanneld_py.state import ErrorRecorder
+from subnet.allocate import OutOfSubnets, fits
 from subnet.config import ConfigError, NetworkConfig
 from subnet.errors import ConfigNotFound, DatastoreUnavailable, KubeError
 from subnet.lease import Lease, LeaseAttrs
@@ -46,13 +47,6 @@ log = logging.getLogger("flanneld")
 
 SUPPORTED_BACKENDS = ("vxlan",)
 RENEW_RETRY = 60.0  # seconds between failed renewals (flannel's value)
-
-
-@dataclass
-class Counters:
-    """Event counts, kept for the log and, later, for metrics."""
-
-    invalid_leases: int = 0
 
 
 def make_subnet_manager(
@@ -131,18 +125,20 @@ class Daemon:
     def __init__(self, opts: Options) -> None:
         self.opts = opts
         self.stop = threading.Event()
-        self.counters = Counters()
         self.previous = read_env_file(opts.subnet_file)
         prev = (
             previous_cidr(self.previous, "FLANNEL_SUBNET", 4),
             previous_cidr(self.previous, "FLANNEL_IPV6_SUBNET", 6),
         )
+        self.obs = Observer(opts.subnet_file, "vxlan", "kube" if opts.kube_subnet_mgr else "etcd",
+                            opts.resync_period)  # fmt: skip
         self.sm = make_subnet_manager(opts, prev, self._count_invalid)
+        self.sm.observe_requests(self.obs.request)
         self.table: PeerTable[VxlanPeer] = PeerTable()
-        self.table.on_change = self._log_peer
+        self.table.on_change = self._peer_changed
+        self.subnet_keys: dict[str, tuple[bool, bool]] = {}  # key -> (in range, reserved)
         self.lease: Lease | None = None
         self.lease_lost = threading.Event()
-        self.ready = threading.Event()  # subnet.env written (flanneld's readiness)
         self.renew_now = threading.Event()  # our lease value was overwritten: re-put it
         self.cfg: NetworkConfig | None = None
         self.device: VxlanDevice | None = None
@@ -217,13 +213,15 @@ class Daemon:
         assert self.cfg is not None and self.device is not None and lease.subnet is not None
         old = self.lease
         self.lease = lease
+        self.obs.lease(lease.subnet, lease.ipv6_subnet, lease.attrs.public_ip, lease.expiration,
+                       lease.key)  # fmt: skip
         self.device.set_address(str(lease.subnet.network_address), str(self.cfg.network))
         env = SubnetEnv(
             self.cfg.network, lease.subnet, None, None, self.device.mtu, self.opts.ip_masq
         )
         try:
             write_subnet_env(self.opts.subnet_file, env)
-            self.ready.set()
+            self.obs.subnet_env()
             log.info(
                 "wrote %s: FLANNEL_SUBNET=%s FLANNEL_MTU=%d",
                 self.opts.subnet_file,
@@ -245,7 +243,7 @@ class Daemon:
     # --- peer watch -----------------------------------------------------------------------------
 
     def _count_invalid(self, key: str, reason: str) -> None:
-        self.counters.invalid_leases += 1
+        self.obs.invalid()
 
     def _is_own(self, key: str, lease: Lease) -> bool:
         own = self.lease
@@ -266,7 +264,7 @@ class Daemon:
             if self._bad_peers.get(lease.key) != str(err):
                 self._bad_peers[lease.key] = str(err)
                 log.warning("skipping peer lease %s: %s", lease.key, err)
-            self.counters.invalid_leases += 1
+            self.obs.invalid()
             raise
         self._bad_peers.pop(lease.key, None)
         if peer is None and self._other_backends.get(lease.key) != lease.attrs.backend_type:
@@ -289,6 +287,9 @@ class Daemon:
         ):
             log.warning("this node's lease %s is gone from the datastore", own.key)
             self.lease_lost.set()
+        self.subnet_keys = {}
+        for key, lease in items:
+            self._track_key(key, lease)
         records = []
         for key, lease in items:
             if self._is_own(key, lease):
@@ -302,6 +303,7 @@ class Daemon:
         self.table.reset(records)
 
     def _on_put(self, key: str, lease: Lease) -> None:
+        self._track_key(key, lease)
         if self._is_own(key, lease):
             own = self.lease
             if (
@@ -324,6 +326,7 @@ class Daemon:
             self.table.upsert(key, peer)
 
     def _on_delete(self, key: str) -> None:
+        self._track_key(key, None)
         own = self.lease
         if own is not None and key == self.sm.own_key(own):
             if self.sm.renews:
@@ -331,6 +334,27 @@ class Daemon:
                 self.lease_lost.set()
             return
         self.table.remove(key)
+
+    def _count_subnets(self) -> None:
+        """flannel_network_subnets: how full the network is (etcd mode)."""
+        cfg = self.cfg
+        if not self.sm.renews or cfg is None or cfg.subnet_min is None or cfg.subnet_max is None:
+            return
+        capacity = ((int(cfg.subnet_max) - int(cfg.subnet_min)) >> (32 - cfg.subnet_len)) + 1
+        self.obs.metrics.count_subnets(capacity, self.subnet_keys.values())
+
+    def _track_key(self, key: str, lease: Lease | None) -> None:
+        if lease is None:
+            self.subnet_keys.pop(key, None)
+        elif self.cfg is not None:
+            self.subnet_keys[key] = (fits(self.cfg, 4, lease.subnet), lease.lease_id == 0)
+        self._count_subnets()
+
+    def _peer_changed(self, key: str, change: str, peer: VxlanPeer | None) -> None:
+        self.obs.peer_event(change)
+        peers = self.table.items()
+        self.obs.peers(sum(1 for _, p in peers if p.v4), sum(1 for _, p in peers if p.v6))
+        self._log_peer(key, change, peer)
 
     def _log_peer(self, key: str, change: str, peer: VxlanPeer | None) -> None:
         if peer is not None and peer.v4 is not None:
@@ -355,29 +379,44 @@ class Daemon:
             _select_v4,
             resync_period=self.opts.resync_period,
         )
-        threads = [
-            threading.Thread(
+        reconciler.on_write = self.obs.write
+        reconciler.on_programmed = self.obs.programmed
+        reconciler.on_pass = lambda kind, result, seconds: self.obs.sync_pass(
+            kind, result, seconds, len(reconciler.programmed)
+        )
+        self.obs.loop_heartbeat = lambda: reconciler.heartbeat
+        threads = {
+            "watch": threading.Thread(
                 target=self.sm.watch_leases,
                 name="watch",
                 daemon=True,
-                args=(self._on_snapshot, self._on_put, self._on_delete, self.stop),
+                args=(self._on_snapshot, self._on_put, self._on_delete, self.stop, self.obs.watch),
             ),
-            threading.Thread(
+            "reconcile": threading.Thread(
                 target=reconciler.run, name="reconcile", daemon=True, args=(self.stop,)
             ),
-        ]
-        for t in threads:
+        }
+        self.obs.threads = threads
+        for t in threads.values():
             t.start()
-        try:
-            self.sm.complete_lease()
-        except Exception as err:  # the datapath works regardless; say so and go on
-            log.error("could not mark the node's network as available: %s", err)
+        threading.Thread(target=self._complete_lease, name="complete", daemon=True).start()
         if self.sm.renews:
             self._keep_lease()
         else:
             self.stop.wait()
-        for t in threads:
+        for t in threads.values():
             t.join(timeout=5)
+
+    def _complete_lease(self) -> None:
+        """Once the first peer sync is in the kernel, tell the datastore the network is up
+        (kube: NetworkUnavailable=False; until then the node keeps whatever said otherwise)."""
+        while not self.obs.first_sync.wait(1.0):
+            if self.stop.is_set():
+                return
+        try:
+            self.sm.complete_lease()
+        except Exception as err:  # the datapath works regardless; say so and go on
+            log.error("could not mark the node's network as available: %s", err)
 
     def _keep_lease(self) -> None:
         """Renew at expiry minus the margin; re-acquire (same subnet preferred) if lost."""
@@ -405,12 +444,16 @@ class Daemon:
                 continue
             try:
                 self.lease = self.sm.renew_lease(lease)
+                self.obs.renewal(True)
+                self.obs.lease(lease.subnet, lease.ipv6_subnet, lease.attrs.public_ip,
+                               self.lease.expiration, lease.key)  # fmt: skip
                 log.info(
                     "renewed lease %s until %s",
                     lease.key,
                     time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.lease.expiration)),
                 )
             except DatastoreUnavailable as err:
+                self.obs.renewal(False)
                 log.error(
                     "could not renew lease %s: %s; retrying in %.0f s", lease.key, err, RENEW_RETRY
                 )
@@ -445,8 +488,15 @@ def run(opts: Options) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
+        logging.getLogger().addHandler(ErrorRecorder(daemon.obs.state))
         if opts.healthz_port > 0:
-            health = HealthServer(opts.healthz_ip, opts.healthz_port, daemon.ready.is_set).start()
+            health = HealthServer(
+                opts.healthz_ip,
+                opts.healthz_port,
+                daemon.obs.readiness,
+                daemon.obs.liveness,
+                extra={"/metrics": daemon.obs.metrics.app},
+            ).start()
         if not daemon.start():
             return 0
         daemon.run_workers()

@@ -1,10 +1,11 @@
-"""The health server of `--healthz-ip`/`--healthz-port`: the probes a DaemonSet points at.
+"""The HTTP server of `--healthz-ip`/`--healthz-port`: the probes a DaemonSet points at, and
+/metrics.
 
-flanneld's endpoints and answers (flannel `main.go` health handlers): `GET /healthz` is
-liveness, 200 "flanneld is running"; `GET /readyz` is 503 "flanneld is not ready yet" until
-subnet.env has been written, then 200 "flanneld is ready". Other paths get 404. It runs in its
-own threads, so a busy daemon still answers (slowly, if Python is busy: keep probe timeouts
-generous).
+flanneld's endpoints and healthy answers (flannel `main.go` health handlers): `GET /healthz` is
+liveness, 200 "flanneld is running"; `GET /readyz` is readiness, 200 "flanneld is ready". Unlike
+flanneld's always-200 liveness, both answer 503 with a one-line reason when the daemon is not
+well (`flanneld_py.observe` decides). Other paths get 404. It runs in its own threads, so a busy
+daemon still answers (slowly, if Python is busy: keep probe timeouts generous).
 """
 
 from __future__ import annotations
@@ -30,10 +31,13 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
+Check = Callable[[], tuple[bool, str]]
+
+
 class HealthServer:
     """Serves /healthz and /readyz on `ip:port` in a background thread.
 
-    `ready` is called per request and says whether the daemon is ready (bool). `extra` maps
+    `live` and `ready` are called per request and return (ok, reason when not). `extra` maps
     further paths to WSGI apps (e.g. "/metrics"). Raises OSError when the port cannot be bound.
     """
 
@@ -41,10 +45,12 @@ class HealthServer:
         self,
         ip: str,
         port: int,
-        ready: Callable[[], bool],
+        ready: Check,
+        live: Check | None = None,
         extra: dict[str, Callable[..., Iterable[bytes]]] | None = None,
     ) -> None:
         self.ready = ready
+        self.live = live or (lambda: (True, ""))
         self.extra = extra or {}
         self.httpd = make_server(ip, port, self._app, server_class=_Server,
                                  handler_class=_QuietHandler)  # fmt: skip
@@ -68,11 +74,15 @@ class HealthServer:
     def _app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/healthz":
-            return _text(start_response, "200 OK", "flanneld is running")
+            ok, why = self.live()
+            if ok:
+                return _text(start_response, "200 OK", "flanneld is running")
+            return _text(start_response, "503 Service Unavailable", f"unhealthy: {why}")
         if path == "/readyz":
-            if self.ready():
+            ok, why = self.ready()
+            if ok:
                 return _text(start_response, "200 OK", "flanneld is ready")
-            return _text(start_response, "503 Service Unavailable", "flanneld is not ready yet")
+            return _text(start_response, "503 Service Unavailable", f"flanneld is not ready: {why}")
         app = self.extra.get(path)
         if app is not None:
             return app(environ, start_response)

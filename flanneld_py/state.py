@@ -37,13 +37,13 @@ def read_state(subnet_file: str) -> dict[str, Any] | None:
 
 
 class StateFile:
-    """Keeps the state file current: `update(**fields)` merges fields and rewrites the file,
-    at most once per `min_interval` seconds unless `force`. Errors writing it are ignored (it is
-    a diagnostic aid, never a reason to stop)."""
+    """Keeps the state file current: `update(**fields)` merges fields and rewrites the file.
+    Callers update it on events that are rare by nature (a lease, a full sync, an error), so
+    every update is written. Errors writing it are ignored (it is a diagnostic aid, never a
+    reason to stop)."""
 
-    def __init__(self, subnet_file: str, min_interval: float = 1.0) -> None:
+    def __init__(self, subnet_file: str) -> None:
         self.path = state_path(subnet_file)
-        self.min_interval = min_interval
         self.data: dict[str, Any] = {
             "pid": os.getpid(),
             "started": time.time(),
@@ -53,16 +53,12 @@ class StateFile:
             "last_error": None,
         }
         self._lock = threading.Lock()
-        self._written = 0.0
 
-    def update(self, force: bool = False, **fields: Any) -> None:
+    def update(self, **fields: Any) -> None:
+        """Merge `fields` into the state and write the file."""
         with self._lock:
             self.data.update(fields)
-            now = time.time()
-            if not force and now - self._written < self.min_interval:
-                return
-            self._written = now
-            self.data["updated"] = now
+            self.data["updated"] = time.time()
             text = json.dumps(self.data)
         directory = os.path.dirname(self.path)
         try:
@@ -78,14 +74,15 @@ class StateFile:
 
     def error(self, message: str) -> None:
         """Record the daemon's latest error."""
-        self.update(force=True, last_error={"time": time.time(), "message": message})
+        self.update(last_error={"time": time.time(), "message": message})
 
 
 class ErrorRecorder(logging.Handler):
-    """A logging handler that records every ERROR (and worse) line in the state file."""
+    """A logging handler that records every WARNING (and worse) line in the state file: the
+    problems an operator asks about (etcd unreachable, a peer the kernel refuses...)."""
 
     def __init__(self, state: StateFile) -> None:
-        super().__init__(level=logging.ERROR)
+        super().__init__(level=logging.WARNING)
         self.state = state
 
     def emit(self, record: logging.LogRecord) -> None:

@@ -75,12 +75,13 @@ class StoredLease:
 @dataclass(frozen=True)
 class WatchEvent:
     """One change under `subnets/`: `kind` "put" or "delete", the full key, the value (b"" for a
-    delete), and the etcd revision of the change."""
+    delete), the etcd revision of the change, and the etcd lease ID of a put (0: none)."""
 
     kind: str
     key: str
     value: bytes
     revision: int
+    lease_id: int = 0
 
 
 class Compacted(Exception):
@@ -99,15 +100,23 @@ def _unavailable(call: Callable[..., Any]) -> Callable[..., Any]:
     revoked auth token (etcd restarted, idle too long) drops the client so the next call logs
     in again."""
 
+    op = _OPS.get(call.__name__, call.__name__)
+
     def wrapper(self: EtcdRegistry, *args: Any, **kwargs: Any) -> Any:
         try:
-            return call(self, *args, **kwargs)
+            result = call(self, *args, **kwargs)
         except _CLIENT_ERRORS as err:
+            self.on_request(op, False)
             if _unauthenticated(err):
                 self.reset()
             raise DatastoreUnavailable(f"etcd: {type(err).__name__}: {err}") from err
+        self.on_request(op, True)
+        return result
 
     return wrapper
+
+
+_OPS = {"get_config": "get", "list_subnets": "list", "ttl": "get", "revoke": "delete"}
 
 
 def parse_endpoints(text: str) -> list[tuple[str, int, bool]]:
@@ -140,6 +149,7 @@ class EtcdRegistry:
         self.endpoints = parse_endpoints(opts.endpoints)
         self._lock = threading.Lock()
         self._client: Any = None
+        self.on_request: Callable[[str, bool], None] = lambda op, ok: None  # for metrics
         if bool(opts.keyfile) != bool(opts.certfile):
             log.warning(
                 "--etcd-keyfile and --etcd-certfile must both be set to use TLS client "
@@ -271,18 +281,22 @@ class EtcdRegistry:
                 prefix, start_revision=start_revision
             )
         except pyetcd.exceptions.RevisionCompactedError as err:
+            self.on_request("watch", False)
             raise Compacted(str(err.compacted_revision)) from err
         except _CLIENT_ERRORS as err:
+            self.on_request("watch", False)
             if _unauthenticated(err):
                 self.reset()
             raise DatastoreUnavailable(f"etcd watch: {type(err).__name__}: {err}") from err
+        self.on_request("watch", True)
 
         def events() -> Iterator[WatchEvent]:
             try:
                 for resp in responses:
                     for ev in resp.events:
                         kind = "delete" if isinstance(ev, pyetcd.events.DeleteEvent) else "put"
-                        yield WatchEvent(kind, ev.key.decode(), ev.value, int(ev.mod_revision))
+                        yield WatchEvent(kind, ev.key.decode(), ev.value, int(ev.mod_revision),
+                                         int(ev.lease))  # fmt: skip
             except pyetcd.exceptions.RevisionCompactedError as err:
                 raise Compacted(str(err.compacted_revision)) from err
             except _CLIENT_ERRORS as err:
@@ -343,6 +357,10 @@ class EtcdSubnetManager:
     def close(self) -> None:
         """Close the etcd client."""
         self.registry.close()
+
+    def observe_requests(self, hook: Callable[[str, bool], None]) -> None:
+        """Report every etcd request to `hook(operation, succeeded)`."""
+        self.registry.on_request = hook
 
     # --- config ---------------------------------------------------------------------------------
 
@@ -509,7 +527,7 @@ class EtcdSubnetManager:
     def _handle_event(
         self, ev: WatchEvent, on_put: Callable[[str, Lease], None], on_delete: Callable[[str], None]
     ) -> None:
-        item = StoredLease(ev.key, ev.value, 0)
+        item = StoredLease(ev.key, ev.value, ev.lease_id)
         if ev.kind == "delete":
             self._invalid_seen.pop(ev.key, None)
             try:

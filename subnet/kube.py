@@ -86,6 +86,7 @@ class KubeApi:
 
     def __init__(self, client: Any) -> None:
         self.api_client = client
+        self.on_request: Callable[[str, bool], None] = lambda op, ok: None  # for metrics
 
     def _request(
         self,
@@ -100,17 +101,30 @@ class KubeApi:
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
+        if method == "PATCH":
+            op = "patch"
+        elif ("watch", "true") in (query or []):
+            op = "watch"
+        else:
+            op = "list" if path.endswith("/nodes") else "get"
         method, url, headers, body, post = self.api_client.param_serialize(
             method, path, query_params=query or [], header_params=headers, body=body,
             auth_settings=["BearerToken"])  # fmt: skip
-        resp = self.api_client.call_api(method, url, headers, body, post, _request_timeout=timeout)
+        try:
+            resp = self.api_client.call_api(method, url, headers, body, post,
+                                            _request_timeout=timeout)  # fmt: skip
+        except API_ERRORS:
+            self.on_request(op, False)
+            raise
         raw = resp.response
         if not 200 <= int(raw.status) <= 299:
+            self.on_request(op, False)
             try:
                 reason = raw.data.decode(errors="replace")[:500]
             finally:
                 raw.release_conn()
             raise ApiException(status=int(raw.status), reason=reason)
+        self.on_request(op, True)
         return raw
 
     def _json(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -205,6 +219,10 @@ class KubeSubnetManager:
     def close(self) -> None:
         """Close the API client's connections."""
         self.api.close()
+
+    def observe_requests(self, hook: Callable[[str, bool], None]) -> None:
+        """Report every API request to `hook(operation, succeeded)`."""
+        self.api.on_request = hook
 
     @classmethod
     def node_name_from_env(cls, api: KubeApi, environ: dict[str, str] | None = None) -> str:

@@ -63,6 +63,9 @@ class SubnetManager(Protocol):
     def close(self) -> None:
         """Release connections."""
 
+    def observe_requests(self, hook: Callable[[str, bool], None]) -> None:
+        """Call `hook(operation, succeeded)` for every datastore request (for metrics)."""
+
     def watch_leases(
         self,
         on_snapshot: SnapshotFn,

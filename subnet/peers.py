@@ -11,6 +11,7 @@ record changed are marked dirty too (flannel's snapshot diff forgets those; deci
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
@@ -27,6 +28,7 @@ class PeerTable(Generic[V]):
     def __init__(self) -> None:
         self._peers: dict[str, V] = {}
         self._dirty: set[str] = set()
+        self._since: dict[str, float] = {}  # key -> arrival of its oldest unprogrammed change
         self._cond = threading.Condition()
         self._synced = False
         self._full = False
@@ -78,12 +80,12 @@ class PeerTable(Generic[V]):
         with self._cond:
             for key in self._peers.keys() - new.keys():
                 events.append((key, "removed", None))
-                self._dirty.add(key)
+                self._mark(key)
             for key, record in new.items():
                 old = self._peers.get(key)
                 if old != record:
                     events.append((key, "added" if old is None else "changed", record))
-                    self._dirty.add(key)
+                    self._mark(key)
             self._peers = new
             self._synced = True
             self._cond.notify_all()
@@ -114,7 +116,18 @@ class PeerTable(Generic[V]):
 
     def _mark(self, key: str) -> None:
         self._dirty.add(key)
+        self._since.setdefault(key, time.monotonic())
         self._cond.notify_all()
+
+    def pending(self) -> set[str]:
+        """Keys with a change not yet reported programmed (see `take_since`)."""
+        with self._cond:
+            return set(self._since)
+
+    def take_since(self, keys: Iterable[str]) -> dict[str, float]:
+        """Pop the arrival times (time.monotonic) of the changes of `keys` now programmed."""
+        with self._cond:
+            return {k: self._since.pop(k) for k in keys if k in self._since}
 
     def _notify(self, key: str, change: str, record: V | None) -> None:
         if self.on_change is not None:

@@ -19,12 +19,24 @@ def get(port: int, path: str) -> tuple[int, str]:
 
 def test_healthz_readyz_and_404() -> None:
     ready = threading.Event()
-    server = HealthServer("127.0.0.1", 0, ready.is_set).start()
+    alive = threading.Event()
+    alive.set()
+    server = HealthServer(
+        "127.0.0.1",
+        0,
+        lambda: (ready.is_set(), "subnet.env is not written yet"),
+        lambda: (alive.is_set(), "the watch worker has stopped"),
+    ).start()
     try:
         assert get(server.port, "/healthz") == (200, "flanneld is running\n")
-        assert get(server.port, "/readyz") == (503, "flanneld is not ready yet\n")
+        assert get(server.port, "/readyz") == (
+            503,
+            "flanneld is not ready: subnet.env is not written yet\n",
+        )
         ready.set()
         assert get(server.port, "/readyz") == (200, "flanneld is ready\n")
+        alive.clear()
+        assert get(server.port, "/healthz") == (503, "unhealthy: the watch worker has stopped\n")
         assert get(server.port, "/metrics")[0] == 404
     finally:
         server.stop()
@@ -35,7 +47,7 @@ def test_extra_paths_are_served() -> None:
         start_response("200 OK", [("Content-Type", "text/plain")])  # type: ignore[operator]
         return [b"x 1\n"]
 
-    server = HealthServer("127.0.0.1", 0, lambda: True, extra={"/metrics": app}).start()
+    server = HealthServer("127.0.0.1", 0, lambda: (True, ""), extra={"/metrics": app}).start()
     try:
         assert get(server.port, "/metrics") == (200, "x 1\n")
     finally:

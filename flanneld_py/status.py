@@ -1,0 +1,1124 @@
+"""`flanneld-py status`: what this node's overlay looks like, and why it is broken if it is.
+
+An operator runs it on a node (or `kubectl exec` runs it in the DaemonSet pod) with the daemon's own
+flags, so that it finds the same datastore, subnet.env and kube settings. It reads the datastore and
+the kernel itself, never the daemon, so it also answers while the daemon is down, and it reports:
+
+- this node's lease (subnet, expiry, public IP, VTEP MAC), subnet.env, the `flannel.<VNI>` device;
+- the number of peers, chosen by the daemon's rules (`peer_from_lease`, `check_peer_subnet`);
+- the difference between the entries those peers need and the kernel's neighbour, FDB and route
+  entries (`backend.reconcile.diff` over `backend.vxlan.owned_state`): missing, wrong, unexpected;
+- the daemon's last error and last sync (its state file, `flanneld_py.state`);
+- the common failures explained in words (no lease, subnet.env missing, podCIDR not assigned,
+  interface or device missing, MTU mismatch between pods and the device, datastore unreachable).
+
+Exit status: 0 when the kernel is in sync and nothing is wrong, 1 otherwise, 2 for bad usage.
+`--json` prints the same report as one JSON object (see `build_report` for its keys).
+
+A pure core with I/O at the edges: `collect` reads everything into an `Observed` (plain data),
+`build_report` turns that into the report (a JSON-ready dict) and `render_text` prints it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from backend.netlink import LinkState
+from backend.reconcile import KernelState, Op, PeerEntry, diff
+from backend.vxlan import (
+    KERNEL_DEFAULT_PORT,
+    OVERHEAD_IPV4,
+    OVERHEAD_IPV6,
+    PeerFormatError,
+    VXLANConfig,
+    check_peer_subnet,
+    device_name,
+    parse_vxlan_config,
+    peer_from_lease,
+)
+from flanneld_py.cli import FLAGS, Options
+from flanneld_py.flags import Flag, FlagError, HelpRequested, parse_flags, usage
+from flanneld_py.state import read_state, state_path
+from subnet.annotations import (
+    AnnotationNames,
+    node_name,
+    node_to_lease,
+    pod_cidrs,
+    stored_mac,
+)
+from subnet.config import ConfigError, NetworkConfig
+from subnet.errors import ConfigNotFound, DatastoreUnavailable, KubeError
+from subnet.lease import Lease, LeaseFormatError
+from subnet.subnetenv import previous_cidr, read_env_file
+
+log = logging.getLogger(__name__)
+
+STATUS_FLAGS: list[Flag] = [
+    *FLAGS,
+    Flag("json", "bool", False, "print the report as one JSON object", from_env=False),
+]
+
+INTRO = (
+    "flanneld-py status shows this node's lease, subnet.env, the flannel.<VNI> device, the "
+    "number of peers and the difference between the overlay entries the datastore asks for and "
+    "the kernel's, plus the daemon's last error. Give it the daemon's flags. It reads the "
+    "datastore and the kernel itself, so it works while the daemon is down. Exit status: 0 in "
+    "sync and healthy, 1 not, 2 bad usage."
+)
+
+CNI_BRIDGE = "cni0"  # the bridge the flannel CNI plugin's delegate creates (flannel's default)
+TEXT_LIMIT = 50  # diff entries listed per category in the text report (JSON lists them all)
+
+
+# --- observations: what collect() read, as plain data --------------------------------------------
+
+
+@dataclass
+class OwnLease:
+    """This node's lease as the datastore has it.
+
+    `key` is the etcd subnet key (`10.244.1.0-24`) or, in kube mode, the node name. `ttl` is the
+    seconds left on the key's etcd lease (None: no etcd lease, or it is gone); `lease_id` 0 marks a
+    reservation (a key without an etcd lease, which never expires). `public_ip` and `vtep_mac` are
+    what peers use to reach this node (None when not published). `public_ip_overwritten`: the
+    published IP comes from the kube `public-ip-overwrite` annotation (NAT), so it may differ from
+    the device's local address.
+    """
+
+    key: str
+    subnet: ipaddress.IPv4Network | None
+    public_ip: str | None
+    vtep_mac: str | None
+    backend_type: str = ""
+    lease_id: int = 0
+    ttl: float | None = None
+    public_ip_overwritten: bool = False
+
+
+@dataclass
+class Observed:
+    """Everything the report is made of, read by `collect` (or built by a test).
+
+    Datastore side: `mode` "etcd" or "kube"; `endpoint` the etcd endpoints or the API server URL;
+    `datastore_error` why it could not be read (None: it answered); `config`, or `config_error`;
+    `leases` every readable lease as (key, lease), key = subnet key (etcd) or node name (kube);
+    `invalid` the unreadable ones as (key, reason); `own` this node's lease, or `own_error` why
+    there is none; `node` this node's name (kube).
+
+    Node side: `subnet_file` and `env` (its `KEY=value` pairs, None when the file is missing;
+    `env_error` when it exists but cannot be read); the device `device_name` and `device` (None when
+    absent) with its IPv4 `device_addresses` (`10.244.1.0/32`), its underlay interface `lower`
+    (None when gone) and its per-peer entries `kernel` (None when unreadable: `kernel_error`);
+    `cni_bridge` the pods' bridge; `iface_error` why the daemon's flags select no external
+    interface, `iface_name` the one they select.
+
+    Daemon: `state` its state file (None when absent), `daemon_alive` whether its pid runs.
+    """
+
+    mode: str
+    endpoint: str
+    subnet_file: str
+    datastore_error: str | None = None
+    config: NetworkConfig | None = None
+    config_error: str | None = None
+    leases: list[tuple[str, Lease]] = field(default_factory=list)
+    invalid: list[tuple[str, str]] = field(default_factory=list)
+    own: OwnLease | None = None
+    own_error: str | None = None
+    node: str | None = None
+    env: dict[str, str] | None = None
+    env_error: str | None = None
+    device_name: str = "flannel.1"
+    device: LinkState | None = None
+    device_addresses: list[str] = field(default_factory=list)
+    lower: LinkState | None = None
+    lower_name: str | None = None
+    kernel: KernelState | None = None
+    kernel_error: str | None = None
+    cni_bridge: LinkState | None = None
+    iface_name: str | None = None
+    iface_error: str | None = None
+    state: dict[str, Any] | None = None
+    daemon_alive: bool | None = None
+
+
+# --- pure core -----------------------------------------------------------------------------------
+
+
+def find_own_lease(
+    leases: Sequence[tuple[str, Lease]],
+    env_subnet: ipaddress.IPv4Network | None,
+    device_addresses: Iterable[str] = (),
+    device_mac: str | None = None,
+    public_ip: str | None = None,
+) -> tuple[tuple[str, Lease] | None, str]:
+    """Which of the etcd `leases` is this node's, and how that was decided.
+
+    Tried in order: the subnet in subnet.env (`env_subnet`), the subnet holding the device's VTEP
+    address (`device_addresses`, CIDR text), a lease publishing the device's MAC, a lease publishing
+    this node's `public_ip` (flannel's own reuse rule). With subnet.env present its subnet decides
+    alone: a lease found another way would not be the one the pods use. Returns ((key, lease) or
+    None, a phrase saying how it was found or what was looked for).
+    """
+    if env_subnet is not None:
+        for key, lease in leases:
+            if lease.subnet == env_subnet:
+                return (key, lease), "from subnet.env"
+        return None, f"subnet.env names {env_subnet}"
+    for text in device_addresses:
+        addr = ipaddress.ip_interface(text).ip
+        for key, lease in leases:
+            if lease.subnet is not None and addr == lease.subnet.network_address:
+                return (key, lease), f"from the device's address {text}"
+    if device_mac:
+        for key, lease in leases:
+            if _vtep_mac(lease) == device_mac.lower():
+                return (key, lease), f"from the device's MAC {device_mac}"
+    if public_ip:
+        for key, lease in leases:
+            if str(lease.attrs.public_ip) == public_ip:
+                return (key, lease), f"from the public IP {public_ip}"
+    looked = ["subnet.env is missing"]
+    if device_mac:
+        looked.append(f"no lease has the device's MAC {device_mac}")
+    if public_ip:
+        looked.append(f"none has the public IP {public_ip}")
+    return None, "; ".join(looked)
+
+
+def _vtep_mac(lease: Lease) -> str | None:
+    data = lease.attrs.backend_data
+    if not isinstance(data, dict):
+        return None
+    mac = {str(k).lower(): v for k, v in data.items()}.get("vtepmac")
+    return mac.lower() if isinstance(mac, str) else None
+
+
+def desired_peers(
+    leases: Iterable[tuple[str, Lease]],
+    own_key: str | None,
+    own_subnet: ipaddress.IPv4Network | None,
+    network: ipaddress.IPv4Network | None,
+) -> tuple[dict[str, PeerEntry], list[dict[str, str]]]:
+    """The peers the daemon would program, by its rules: every lease except this node's (same key
+    or same subnet), checked with `check_peer_subnet` and turned into entries by `peer_from_lease`.
+
+    Returns ({key: IPv4 entry}, skipped) where skipped lists {"key", "reason"} for leases the daemon
+    skips (bad backend data, subnet outside the network or overlapping ours, another backend).
+    """
+    entries: dict[str, PeerEntry] = {}
+    skipped: list[dict[str, str]] = []
+    for key, lease in leases:
+        if key == own_key or (lease.subnet is not None and lease.subnet == own_subnet):
+            continue
+        try:
+            check_peer_subnet(lease, network, own_subnet)
+            peer = peer_from_lease(lease)
+        except PeerFormatError as err:
+            skipped.append({"key": key, "reason": str(err)})
+            continue
+        if peer is None:
+            skipped.append({"key": key, "reason": f"backend type {lease.attrs.backend_type!r}"})
+        elif peer.v4 is not None:
+            entries[key] = peer.v4
+    return entries, skipped
+
+
+def _entry_text(kind: str, a: str, b: str | None) -> str:
+    if kind == "neigh":
+        return f"{a} lladdr {b}"
+    if kind == "fdb":
+        return f"{a} dst {b}"
+    return f"{a} via {b}" if b else a
+
+
+_FIELDS = {"neigh": ("ip", "mac"), "fdb": ("mac", "remote"), "route": ("dst", "gateway")}
+
+
+def classify_diff(
+    desired: Mapping[str, PeerEntry], actual: KernelState
+) -> dict[str, list[dict[str, Any]]]:
+    """Sort `diff(desired, actual)` into what an operator asks about.
+
+    - missing: a replace for an object the kernel lacks;
+    - wrong: a replace for an object the kernel has with another value (a neighbour with another
+      MAC, a route with another gateway, an FDB entry for the MAC with another remote);
+    - unexpected: a delete (an object no peer needs). An FDB entry already listed as wrong is not
+      listed again.
+
+    Each item: {"kind": "neigh"|"fdb"|"route", "peer": lease key ("" for unexpected), the object's
+    fields (neigh: ip, mac; fdb: mac, remote; route: dst, gateway), "text"}, and for wrong items
+    the kernel's value as "kernel_mac" / "kernel_remote" / "kernel_gateway".
+    """
+    out: dict[str, list[dict[str, Any]]] = {"missing": [], "wrong": [], "unexpected": []}
+    explained: set[tuple[str, str]] = set()  # FDB (mac, remote) reported as wrong
+    for op in diff(desired, actual):
+        f1, f2 = _FIELDS[op.kind]
+        item: dict[str, Any] = {"kind": op.kind, "peer": op.key, f1: op.a, f2: op.b}
+        item["text"] = _entry_text(op.kind, op.a, op.b)
+        if op.action == "delete":
+            if op.kind == "fdb" and (op.a, op.b or "") in explained:
+                continue
+            item["peer"] = ""
+            out["unexpected"].append(item)
+            continue
+        have = _kernel_value(op, actual)
+        if have is None:
+            out["missing"].append(item)
+        else:
+            item[f"kernel_{f2}"] = have
+            item["text"] += f" (kernel: {_entry_text(op.kind, op.a, have)})"
+            out["wrong"].append(item)
+            if op.kind == "fdb":
+                explained.add((op.a, have))
+    return out
+
+
+def _kernel_value(op: Op, actual: KernelState) -> str | None:
+    """The kernel's value of the object a replace `op` writes; None when the object is absent."""
+    if op.kind == "neigh":
+        return actual.neighs.get(op.a)
+    if op.kind == "route":
+        if op.a not in actual.routes:
+            return None
+        return actual.routes[op.a] or "(no gateway)"
+    remotes = sorted(remote for mac, remote in actual.fdb if mac == op.a)
+    return remotes[0] if remotes else None
+
+
+def _fmt_time(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(t))
+
+
+def _fmt_age(seconds: float) -> str:
+    s = int(abs(seconds))
+    if s < 120:
+        text = f"{s} s"
+    elif s < 7200:
+        text = f"{s // 60} min"
+    else:
+        text = f"{s // 3600} h {s % 3600 // 60} min"
+    return text
+
+
+def _lease_section(obs: Observed, now: float) -> dict[str, Any]:
+    own = obs.own
+    out: dict[str, Any] = {
+        "found": own is not None,
+        "source": obs.mode,
+        "key": None,
+        "node": obs.node,
+        "subnet": None,
+        "expires": None,
+        "expires_at": None,
+        "ttl": None,
+        "reservation": False,
+        "public_ip": None,
+        "vtep_mac": None,
+        "backend_type": None,
+        "error": obs.own_error,
+    }
+    if own is None:
+        return out
+    out.update(
+        key=own.key,
+        subnet=str(own.subnet) if own.subnet else None,
+        public_ip=own.public_ip,
+        vtep_mac=own.vtep_mac,
+        backend_type=own.backend_type or None,
+    )
+    if obs.mode == "kube":
+        out["expires"] = "no expiry (podCIDR)"
+    elif own.lease_id == 0:
+        out.update(expires="never", reservation=True)
+    elif own.ttl is None:
+        out["expires"] = "expired (its etcd lease is gone)"
+    else:
+        out.update(
+            expires=f"{_fmt_time(now + own.ttl)} (in {_fmt_age(own.ttl)})",
+            expires_at=now + own.ttl,
+            ttl=own.ttl,
+        )
+    return out
+
+
+def _link_dict(link: LinkState | None, name: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": name, "exists": link is not None}
+    if link is not None:
+        out.update(kind=link.kind, up=link.up, mtu=link.mtu, mac=link.mac)
+    return out
+
+
+def _device_section(obs: Observed) -> dict[str, Any]:
+    dev = obs.device
+    out = _link_dict(dev, obs.device_name)
+    out.update(vni=None, port=None, local=None, addresses=list(obs.device_addresses))
+    out["lower"] = obs.lower_name
+    if dev is not None:
+        out.update(vni=dev.vni, port=dev.port or KERNEL_DEFAULT_PORT, local=dev.local)
+    return out
+
+
+def _daemon_section(obs: Observed, now: float) -> dict[str, Any]:
+    st = obs.state or {}
+    last_error = st.get("last_error") if isinstance(st.get("last_error"), dict) else None
+    return {
+        "state_file": state_path(obs.subnet_file),
+        "found": obs.state is not None,
+        "pid": st.get("pid"),
+        "running": obs.daemon_alive,
+        "ready": st.get("ready"),
+        "peers": st.get("peers"),
+        "started": st.get("started"),
+        "updated": st.get("updated"),
+        "last_full_sync": st.get("last_full_sync"),
+        "last_error": last_error,
+    }
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text or "")
+    except ValueError:
+        return None
+
+
+def check_problems(obs: Observed) -> tuple[list[str], list[str]]:
+    """The failures an operator must act on (problems) and things worth knowing (warnings), each
+    a sentence saying what is wrong, what it breaks and what to do."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    p = problems.append
+    dev, own, env, cfg = obs.device, obs.own, obs.env, obs.config
+    vx, backend_error = backend_settings(cfg)
+
+    # datastore and network config
+    if obs.datastore_error is not None:
+        what = "etcd at" if obs.mode == "etcd" else "the Kubernetes API at"
+        p(
+            f"datastore unreachable: {what} {obs.endpoint}: {obs.datastore_error}. The lease, "
+            "the peers and the diff could not be checked; the kernel side is shown as it is."
+        )
+    elif obs.config_error is not None or backend_error is not None:
+        p(f"network config unusable: {obs.config_error or backend_error}")
+    elif cfg is not None and cfg.backend_type != "vxlan":
+        p(
+            f"the network config's backend type is {cfg.backend_type!r}; flanneld-py supports "
+            "only vxlan, so the daemon refuses to start"
+        )
+
+    # this node's lease
+    if own is None and obs.own_error is not None and obs.datastore_error is None:
+        p(obs.own_error)
+    if own is not None and obs.datastore_error is None:
+        if own.vtep_mac is None or own.public_ip is None:
+            p(
+                f"this node's lease ({own.key}) does not publish a VTEP MAC and public IP: peers "
+                "cannot send traffic to this node's pods; flanneld-py publishes them at start — "
+                "is it running?"
+            )
+        if obs.mode == "etcd" and own.lease_id != 0 and own.ttl is None:
+            p(
+                f"this node's lease {own.key} has expired (its etcd lease is gone): other nodes "
+                "will drop their routes to it; a running flanneld-py re-acquires it"
+            )
+
+    # subnet.env
+    env_subnet = None
+    if obs.env_error is not None:
+        p(f"subnet.env {obs.subnet_file} cannot be read: {obs.env_error}")
+    elif env is None:
+        p(
+            f"subnet.env missing: {obs.subnet_file} does not exist, so the flannel CNI plugin "
+            "cannot set up new pods on this node; flanneld-py writes it once it holds a lease "
+            "(is it running, with this --subnet-file? its log says why it has not)"
+        )
+    else:
+        env_subnet = env_v4(env, "FLANNEL_SUBNET")
+        if env_subnet is None:
+            p(f"subnet.env {obs.subnet_file} has no valid FLANNEL_SUBNET")
+        elif own is not None and own.subnet is not None and own.subnet != env_subnet:
+            p(
+                f"subnet.env says FLANNEL_SUBNET={env.get('FLANNEL_SUBNET')} but this node's "
+                f"lease is {own.subnet}: new pods get addresses that other nodes route "
+                "elsewhere; restart flanneld-py to rewrite subnet.env"
+            )
+        env_net = env_v4(env, "FLANNEL_NETWORK")
+        if cfg is not None and cfg.network is not None and env_net != cfg.network:
+            p(
+                f"subnet.env says FLANNEL_NETWORK={env.get('FLANNEL_NETWORK')} but the network "
+                f"config says {cfg.network}; restart flanneld-py to rewrite subnet.env"
+            )
+        if _int(env.get("FLANNEL_MTU")) is None:
+            p(f"subnet.env {obs.subnet_file} has no valid FLANNEL_MTU")
+
+    # external interface and the device
+    if obs.iface_error is not None:
+        p(f"interface not found: {obs.iface_error}")
+    if obs.kernel_error is not None:
+        p(f"cannot read the kernel's state of {obs.device_name}: {obs.kernel_error}")
+    elif dev is None:
+        p(
+            f"device missing: {obs.device_name} does not exist, so this node has no overlay "
+            "(no pod traffic to or from other nodes); flanneld-py creates it at start — is it "
+            "running? its log says why it could not (e.g. interface not found)"
+        )
+    else:
+        _device_problems(obs, vx, env_subnet, p, warnings.append)
+
+    # MTU seen by pods
+    env_mtu = _int(env.get("FLANNEL_MTU")) if env is not None else None
+    if env_mtu is not None and dev is not None and dev.mtu and env_mtu != dev.mtu:
+        effect = (
+            "pods send packets the overlay cannot carry: large packets are dropped and TCP "
+            "connections stall after the handshake"
+            if env_mtu > dev.mtu
+            else "pods use a smaller MTU than the overlay carries (works, but wastes capacity)"
+        )
+        p(
+            f"MTU mismatch: pods get MTU {env_mtu} (FLANNEL_MTU in subnet.env) but "
+            f"{obs.device_name} has MTU {dev.mtu}: {effect}. Restart flanneld-py; pods created "
+            "before keep their MTU until recreated"
+        )
+    br = obs.cni_bridge
+    if env_mtu is not None and br is not None and br.mtu and br.mtu != env_mtu:
+        p(
+            f"MTU mismatch: the pods' bridge {CNI_BRIDGE} has MTU {br.mtu} but FLANNEL_MTU in "
+            f"subnet.env is {env_mtu}: pods created before the change use the old MTU; recreate "
+            f"them (and {CNI_BRIDGE} if no pod is left on it)"
+        )
+
+    # skipped peers and the daemon
+    for item in obs.invalid:
+        warnings.append(f"unreadable lease {item[0]} skipped: {item[1]}")
+    st = obs.state
+    if st is None:
+        warnings.append(
+            f"no daemon state file at {state_path(obs.subnet_file)}: the daemon's last error "
+            "and last sync are unknown"
+        )
+    elif obs.daemon_alive is False:
+        warnings.append(
+            f"the daemon (pid {st.get('pid')}) is not running: the kernel keeps its entries "
+            "but no longer follows changes in the datastore"
+        )
+    return problems, warnings
+
+
+def _device_problems(
+    obs: Observed,
+    vx: VXLANConfig | None,
+    env_subnet: ipaddress.IPv4Network | None,
+    problem: Callable[[str], None],
+    warning: Callable[[str], None],
+) -> None:
+    """Add what is wrong with the existing device `obs.device`; `vx` are the config's settings
+    (None: unknown), `env_subnet` the subnet of subnet.env."""
+    dev, own, name = obs.device, obs.own, obs.device_name
+    assert dev is not None
+    if dev.kind != "vxlan":
+        problem(f"{name} is a {dev.kind or 'non-VXLAN'} link, not a VXLAN device")
+        return
+    if vx is not None and dev.vni != vx.vni:
+        problem(f"{name} has VNI {dev.vni} but the network config says {vx.vni}")
+    want_port = (vx.port if vx is not None else 0) or KERNEL_DEFAULT_PORT
+    if vx is not None and (dev.port or KERNEL_DEFAULT_PORT) != want_port:
+        problem(
+            f"{name} uses UDP port {dev.port} but the network config says {want_port}: the "
+            "nodes cannot decode each other's packets; restart flanneld-py to recreate it"
+        )
+    if not dev.up:
+        problem(f"{name} is down: no overlay traffic passes; `ip link set {name} up`")
+    if dev.lower_index and obs.lower is None:
+        problem(
+            f"interface not found: {name}'s underlay interface (index {dev.lower_index}) no "
+            "longer exists; restart flanneld-py to recreate the device on the current one"
+        )
+    elif obs.lower_name and obs.iface_name and obs.lower_name != obs.iface_name:
+        warning(
+            f"{name} sends through {obs.lower_name} but these flags select {obs.iface_name}; "
+            "the daemon recreates the device on start (or it runs with other --iface flags)"
+        )
+    subnet = (own.subnet if own is not None else None) or env_subnet
+    if subnet is not None:
+        want = f"{subnet.network_address}/32"
+        if want not in obs.device_addresses:
+            problem(
+                f"{name} lacks its VTEP address {want} (it has "
+                f"{', '.join(obs.device_addresses) or 'none'}): peers' replies to this node's "
+                "VTEP are not accepted; restart flanneld-py"
+            )
+    if own is not None and own.vtep_mac and own.vtep_mac != dev.mac:
+        problem(
+            f"this node's lease publishes VTEP MAC {own.vtep_mac} but {name} has MAC {dev.mac}: "
+            "other nodes address their traffic to the wrong MAC and it is dropped; restart "
+            "flanneld-py to publish the device's MAC"
+        )
+    if (
+        own is not None
+        and own.public_ip
+        and dev.local
+        and not own.public_ip_overwritten
+        and ipaddress.ip_address(own.public_ip) != ipaddress.ip_address(dev.local)
+    ):
+        problem(
+            f"this node's lease publishes public IP {own.public_ip} but {name} sends from "
+            f"{dev.local}; restart flanneld-py"
+        )
+    if obs.lower is not None and obs.lower.mtu and vx is not None:
+        base, source = (vx.mtu, "Backend.MTU") if vx.mtu else (obs.lower.mtu, obs.lower_name)
+        overhead = OVERHEAD_IPV6 if dev.local and ":" in dev.local else OVERHEAD_IPV4
+        if dev.mtu != base - overhead:
+            problem(
+                f"MTU mismatch: {name} has MTU {dev.mtu} but should have {base - overhead} "
+                f"({source} MTU {base} minus {overhead} bytes of VXLAN overhead); flanneld-py "
+                "corrects it at start"
+            )
+
+
+def backend_settings(cfg: NetworkConfig | None) -> tuple[VXLANConfig | None, str | None]:
+    """(the config's vxlan Backend settings, None) or (None, why they are unusable); (None, None)
+    without a config or for another backend type."""
+    if cfg is None or cfg.backend_type != "vxlan":
+        return None, None
+    try:
+        return parse_vxlan_config(cfg.backend), None
+    except ConfigError as err:
+        return None, str(err)
+
+
+def env_v4(env: Mapping[str, str] | None, key: str) -> ipaddress.IPv4Network | None:
+    """The IPv4 network of `key` (FLANNEL_SUBNET, FLANNEL_NETWORK) in subnet.env values, masked;
+    None when absent or unparsable."""
+    net = previous_cidr(dict(env), key, 4) if env else None
+    return net if isinstance(net, ipaddress.IPv4Network) else None
+
+
+def build_report(obs: Observed, now: float | None = None) -> dict[str, Any]:
+    """The report: a JSON-ready dict with these keys (stable; more may be added).
+
+    - mode ("etcd"|"kube"), datastore {endpoint, reachable, error}, network {network, backend_type,
+      vni, port} or null;
+    - lease {found, source, key, node, subnet, expires (text), expires_at (Unix s), ttl (s),
+      reservation, public_ip, vtep_mac, backend_type, error};
+    - subnet_env {path, exists, values};
+    - device {name, exists, kind, up, mtu, mac, vni, port, local, addresses, lower};
+      cni_bridge {name, exists, mtu, ...};
+    - peers {count, known (false when the datastore could not be read), skipped [{key, reason}]};
+    - diff {checked, missing, wrong, unexpected} (items: see `classify_diff`);
+    - daemon {state_file, found, pid, running, ready, peers, started, updated, last_full_sync,
+      last_error {time, message} or null};
+    - problems [sentences], warnings [sentences], in_sync (bool: diff checked and empty),
+      healthy (bool: in_sync and no problems).
+    """
+    now = time.time() if now is None else now
+    cfg = obs.config
+    vx, backend_error = backend_settings(cfg)
+    known = (
+        obs.datastore_error is None
+        and cfg is not None
+        and obs.config_error is None
+        and backend_error is None
+    )
+    own_key = obs.own.key if obs.own else (obs.node if obs.mode == "kube" else None)
+    own_subnet = (obs.own.subnet if obs.own else None) or env_v4(obs.env, "FLANNEL_SUBNET")
+    desired, skipped = (
+        desired_peers(obs.leases, own_key, own_subnet, cfg.network if cfg else None)
+        if known
+        else ({}, [])
+    )
+    checked = known and obs.kernel_error is None
+    if checked:
+        classified = classify_diff(desired, obs.kernel or KernelState())
+    else:
+        classified = {"missing": [], "wrong": [], "unexpected": []}
+    problems, warnings = check_problems(obs)
+    warnings[:0] = [f"peer {s['key']} skipped: {s['reason']}" for s in skipped]
+    in_sync = checked and not any(classified.values())
+    if checked and not in_sync:
+        counts = ", ".join(f"{len(v)} {k}" for k, v in classified.items() if v)
+        problems.append(
+            f"out of sync: the kernel's overlay entries differ from what the datastore's peers "
+            f"need ({counts}); a running flanneld-py repairs this within --resync-period"
+        )
+    return {
+        "mode": obs.mode,
+        "datastore": {
+            "endpoint": obs.endpoint,
+            "reachable": obs.datastore_error is None,
+            "error": obs.datastore_error,
+        },
+        "network": None
+        if cfg is None
+        else {
+            "network": str(cfg.network) if cfg.network else None,
+            "backend_type": cfg.backend_type,
+            "vni": vx.vni if vx else None,
+            "port": (vx.port or KERNEL_DEFAULT_PORT) if vx else None,
+        },
+        "lease": _lease_section(obs, now),
+        "subnet_env": {
+            "path": obs.subnet_file,
+            "exists": obs.env is not None,
+            "values": dict(obs.env or {}),
+        },
+        "device": _device_section(obs),
+        "cni_bridge": _link_dict(obs.cni_bridge, CNI_BRIDGE),
+        "peers": {"count": len(desired), "known": known, "skipped": skipped},
+        "diff": {"checked": checked, **classified},
+        "daemon": _daemon_section(obs, now),
+        "problems": problems,
+        "warnings": warnings,
+        "in_sync": in_sync,
+        "healthy": in_sync and not problems,
+    }
+
+
+def exit_code(report: Mapping[str, Any]) -> int:
+    """0 when the report is in sync and has no problems, else 1."""
+    return 0 if report["in_sync"] and not report["problems"] else 1
+
+
+def _row(label: str, value: Any) -> str:
+    return f"  {label:<13}{value}"
+
+
+def _yes(value: Any) -> str:
+    return "-" if value is None else ("yes" if value else "no")
+
+
+def render_text(report: Mapping[str, Any], now: float | None = None) -> str:
+    """The report as the readable sections `flanneld-py status` prints."""
+    now = time.time() if now is None else now
+    out: list[str] = []
+    add = out.append
+    ds = report["datastore"]
+    where = "etcd" if report["mode"] == "etcd" else "Kubernetes API"
+    reach = "reachable" if ds["reachable"] else "UNREACHABLE"
+    add(f"Datastore     {where} {ds['endpoint']} ({reach})")
+    net = report["network"]
+    if net is not None:
+        add(f"Network       {net['network']}, backend {net['backend_type']}")
+    add("")
+
+    lease = report["lease"]
+    title = "Lease" if report["mode"] == "etcd" else f"Lease (node {lease['node']})"
+    add(title)
+    if lease["found"]:
+        add(_row("subnet", f"{lease['subnet']}" + (
+            f" (key {lease['key']})" if report["mode"] == "etcd" else "")))  # fmt: skip
+        add(_row("expires", lease["expires"]))
+        add(_row("public IP", lease["public_ip"] or "(not published)"))
+        add(_row("VTEP MAC", lease["vtep_mac"] or "(not published)"))
+    elif ds["reachable"]:
+        add("  none found for this node")
+    else:
+        add("  unknown (datastore unreachable)")
+    add("")
+
+    env = report["subnet_env"]
+    add(f"subnet.env    {env['path']}")
+    if env["exists"]:
+        for key, value in env["values"].items():
+            add(f"  {key}={value}")
+    else:
+        add("  (missing)")
+    add("")
+
+    dev = report["device"]
+    add(f"Device        {dev['name']}")
+    if dev["exists"]:
+        add(_row("state", "up" if dev["up"] else "DOWN"))
+        add(_row("MTU", dev["mtu"]))
+        add(_row("MAC", dev["mac"]))
+        add(_row("VNI / port", f"{dev['vni']} / {dev['port']}"))
+        local = dev["local"] or "-"
+        add(_row("local", local + (f" (via {dev['lower']})" if dev["lower"] else "")))
+        add(_row("address", ", ".join(dev["addresses"]) or "(none)"))
+    else:
+        add("  (does not exist)")
+    br = report["cni_bridge"]
+    if br["exists"]:
+        add(_row(f"{br['name']} MTU", br["mtu"]))
+    add("")
+
+    peers = report["peers"]
+    if peers["known"]:
+        add(f"Peers         {peers['count']}")
+        for s in peers["skipped"]:
+            add(f"  skipped {s['key']}: {s['reason']}")
+    else:
+        add("Peers         unknown (datastore not read)")
+    add("")
+
+    d = report["diff"]
+    if not d["checked"]:
+        add("Datapath      not compared (needs the datastore and the kernel)")
+    elif report["in_sync"]:
+        add(f"Datapath      in sync ({peers['count']} peers x neighbour, FDB, route)")
+    else:
+        add("Datapath      OUT OF SYNC (desired vs kernel)")
+        add(f"  {'STATE':<11}{'KIND':<7}{'PEER':<18}ENTRY")
+        for state in ("missing", "wrong", "unexpected"):
+            items = d[state]
+            for item in items[:TEXT_LIMIT]:
+                add(f"  {state:<11}{item['kind']:<7}{item['peer'] or '-':<18}{item['text']}")
+            if len(items) > TEXT_LIMIT:
+                add(f"  {state:<11}... and {len(items) - TEXT_LIMIT} more (see --json)")
+    add("")
+
+    dm = report["daemon"]
+    add(f"Daemon        state file {dm['state_file']}")
+    if dm["found"]:
+        running = {True: "running", False: "NOT RUNNING", None: "unknown"}[dm["running"]]
+        add(_row("pid", f"{dm['pid']} ({running})"))
+        add(_row("ready", _yes(dm["ready"])))
+        sync = dm["last_full_sync"]
+        add(_row("last sync", "never" if not sync else f"{_fmt_time(sync)} "
+                 f"({_fmt_age(now - sync)} ago)"))  # fmt: skip
+        err = dm["last_error"]
+        if err:
+            at = f"{_fmt_time(err['time'])}: " if err.get("time") else ""
+            add(_row("last error", f"{at}{err.get('message')}"))
+        else:
+            add(_row("last error", "none"))
+    else:
+        add("  (no state file)")
+    add("")
+
+    if report["problems"]:
+        add("Problems")
+        for text in report["problems"]:
+            add(f"  - {text}")
+        add("")
+    if report["warnings"]:
+        add("Warnings")
+        for text in report["warnings"]:
+            add(f"  - {text}")
+        add("")
+    add("Result        " + ("OK: in sync and healthy" if report["healthy"] else "NOT OK"))
+    return "\n".join(out) + "\n"
+
+
+# --- I/O: the datastore, the kernel, the files ---------------------------------------------------
+
+
+def pid_alive(pid: Any) -> bool | None:
+    """Whether a flanneld process runs with `pid` (None when `pid` is not a number). A pid reused
+    by another program counts as not running."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            if f.read().rpartition(b")")[2].split()[:1] == [b"Z"]:
+                return False  # exited, not yet reaped
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except OSError:
+        return True
+    return not cmdline or b"flanneld" in cmdline  # empty while a process is being exec'd
+
+
+def _read_env(obs: Observed) -> None:
+    if not os.path.exists(obs.subnet_file):
+        return
+    try:
+        obs.env = read_env_file(obs.subnet_file)
+    except OSError as err:
+        obs.env_error = err.strerror or str(err)
+
+
+def _read_etcd(opts: Options, obs: Observed) -> Any:
+    """Config and leases from etcd into `obs`; returns the registry (for the TTL) or None."""
+    from subnet.config import check_network_config, parse_config
+    from subnet.etcd import EtcdOptions, EtcdRegistry, decode_lease
+
+    registry = EtcdRegistry(
+        EtcdOptions(
+            endpoints=opts.etcd_endpoints,
+            prefix=opts.etcd_prefix,
+            keyfile=opts.etcd_keyfile,
+            certfile=opts.etcd_certfile,
+            cafile=opts.etcd_cafile,
+            username=opts.etcd_username,
+            password=opts.etcd_password,
+        )
+    )
+    try:
+        try:
+            obs.config = check_network_config(parse_config(registry.get_config()))
+        except (ConfigError, ConfigNotFound) as err:
+            obs.config_error = str(err)
+        items, _ = registry.list_subnets()
+    except (DatastoreUnavailable, OSError) as err:
+        obs.datastore_error = str(err)
+        registry.close()
+        return None
+    for item in items:
+        try:
+            lease = decode_lease(item)
+        except LeaseFormatError as err:
+            obs.invalid.append((item.key.rsplit("/", 1)[-1], str(err)))
+            continue
+        obs.leases.append((lease.key, lease))
+    return registry
+
+
+def _names(opts: Options) -> AnnotationNames:
+    """The kube annotation names of `--kube-annotation-prefix` (validated in `main`)."""
+    return AnnotationNames.for_prefix(opts.kube_annotation_prefix)
+
+
+def _read_kube(opts: Options, obs: Observed) -> dict[str, Any] | None:
+    """Config, this Node and every peer Node into `obs`; returns this node's Node (or None)."""
+    from subnet.kube import API_ERRORS, LIST_PAGE, KubeSubnetManager, api_client
+
+    names = _names(opts)
+    try:
+        api = api_client(opts.kube_api_url, opts.kubeconfig_file)
+    except KubeError as err:
+        obs.datastore_error = str(err)
+        return None
+    obs.endpoint = str(getattr(api.api_client.configuration, "host", "") or obs.endpoint)
+    try:
+        try:
+            obs.node = KubeSubnetManager.node_name_from_env(api)
+        except KubeError as err:
+            obs.datastore_error = str(err)
+            return None
+        sm = KubeSubnetManager(api, obs.node, opts.net_config_path, opts.kube_annotation_prefix)
+        try:
+            obs.config = sm.get_network_config()
+        except ConfigError as err:
+            obs.config_error = str(err)
+        try:
+            node = sm.read_node()
+        except KubeError as err:
+            obs.own_error = f"no lease for this node: {err}"
+            node = None
+        if node is not None:
+            _own_from_node(obs, node, names)
+        if obs.config is None:
+            return node
+        cont: str | None = None
+        while True:
+            page = api.list_nodes(LIST_PAGE, cont)
+            for item in page.get("items") or []:
+                name = node_name(item)
+                try:
+                    lease = node_to_lease(item, names, obs.config)
+                except LeaseFormatError as err:
+                    obs.invalid.append((name, str(err)))
+                    continue
+                if lease is not None:
+                    obs.leases.append((name, lease))
+            cont = (page.get("metadata") or {}).get("continue")
+            if not cont:
+                return node
+    except DatastoreUnavailable as err:
+        obs.datastore_error = str(err)
+    except API_ERRORS as err:
+        obs.datastore_error = f"{type(err).__name__}: {err}"
+    finally:
+        api.close()
+    return None
+
+
+def _own_from_node(obs: Observed, node: dict[str, Any], names: AnnotationNames) -> None:
+    """This node's lease from its Node object: podCIDR, public-ip and backend-data annotations."""
+    ann = (node.get("metadata") or {}).get("annotations") or {}
+    try:
+        v4, _ = pod_cidrs(node)
+    except LeaseFormatError as err:
+        obs.own_error = f"this node's podCIDR is unusable: {err}"
+        return
+    if v4 is None:
+        obs.own_error = (
+            f"podCIDR not assigned: node {obs.node!r} has no spec.podCIDR, so flanneld-py cannot "
+            "start on it; is the controller manager running with --allocate-node-cidrs=true and "
+            "a --cluster-cidr?"
+        )
+        return
+    obs.own = OwnLease(
+        key=str(obs.node),
+        subnet=v4,
+        public_ip=ann.get(names.public_ip) or None,
+        vtep_mac=stored_mac(node, names.backend_data),
+        backend_type=str(ann.get(names.backend_type) or ""),
+        public_ip_overwritten=bool(ann.get(names.public_ip_overwrite)),
+    )
+
+
+def _read_kernel(obs: Observed, opts: Options, public_ip: str) -> None:
+    """The device, its entries, the pods' bridge and the external interface into `obs`."""
+    from backend import netlink
+    from backend.vxlan import owned_state
+    from flanneld_py.iface import InterfaceError, select_interface
+
+    try:
+        ipr = netlink.IPRoute()
+    except OSError as err:
+        obs.kernel_error = str(err)
+        return
+    try:
+        if obs.config is None:
+            obs.device_name = _guess_device(ipr) or obs.device_name
+        dev = obs.device = netlink.get_link(ipr, obs.device_name)
+        obs.cni_bridge = netlink.get_link(ipr, CNI_BRIDGE)
+        try:
+            ext = select_interface(opts.iface, public_ip, ipr)
+            obs.iface_name = ext.name
+        except InterfaceError as err:
+            obs.iface_error = str(err)
+        if dev is None:
+            return
+        if dev.lower_index:
+            obs.lower_name = _link_name(ipr, dev.lower_index)
+            if obs.lower_name is not None:
+                obs.lower = netlink.get_link(ipr, obs.lower_name)
+        obs.device_addresses = [
+            f"{a}/{plen}" for a, plen in netlink.link_addresses(ipr, dev.index, socket.AF_INET)
+        ]
+        network = obs.config.network if obs.config is not None else None
+        network = network or env_v4(obs.env, "FLANNEL_NETWORK")
+        obs.kernel = owned_state(ipr, dev.index, socket.AF_INET, str(network) if network else None)
+    except (OSError, netlink.NetlinkError) as err:
+        obs.kernel_error = str(err)
+    finally:
+        ipr.close()
+
+
+def _guess_device(ipr: Any) -> str | None:
+    """The one `flannel.<N>` VXLAN link, when the config (and so the VNI) is unknown."""
+    found = []
+    for msg in ipr.get_links():
+        name = msg.get("IFLA_IFNAME") or ""
+        if name.startswith("flannel.") and name[8:].isdigit():
+            found.append(name)
+    return found[0] if len(found) == 1 else None
+
+
+def _link_name(ipr: Any, index: int) -> str | None:
+    from backend.netlink import NetlinkError
+
+    try:
+        return str(ipr.link("get", index=index)[0].get("IFLA_IFNAME"))
+    except NetlinkError:
+        return None
+
+
+def collect(opts: Options) -> Observed:
+    """Read the datastore, subnet.env, the kernel (this network namespace) and the daemon's state
+    file into an `Observed`. Never raises for what it reports (unreachable datastore, missing
+    device...): those are recorded in the result."""
+    mode = "kube" if opts.kube_subnet_mgr else "etcd"
+    endpoint = opts.etcd_endpoints if mode == "etcd" else (opts.kube_api_url or "(in-cluster)")
+    obs = Observed(mode=mode, endpoint=endpoint, subnet_file=opts.subnet_file)
+    _read_env(obs)
+    registry = None
+    public_ip = opts.public_ip
+    if mode == "etcd":
+        registry = _read_etcd(opts, obs)
+    else:
+        node = _read_kube(opts, obs)
+        ann = ((node or {}).get("metadata") or {}).get("annotations") or {}
+        public_ip = ann.get(f"{_names(opts).node_public_ip}") or public_ip  # as the daemon
+    vx, _ = backend_settings(obs.config)
+    if vx is not None:
+        obs.device_name = device_name(vx.vni)
+    _read_kernel(obs, opts, public_ip)
+    if registry is not None:
+        try:
+            _own_from_etcd(obs, opts, registry)
+        finally:
+            registry.close()
+    obs.state = read_state(opts.subnet_file)
+    if obs.state is not None:
+        obs.daemon_alive = pid_alive(obs.state.get("pid"))
+    return obs
+
+
+def _own_from_etcd(obs: Observed, opts: Options, registry: Any) -> None:
+    found, how = find_own_lease(
+        obs.leases,
+        env_v4(obs.env, "FLANNEL_SUBNET"),
+        obs.device_addresses,
+        obs.device.mac if obs.device else None,
+        opts.public_ip or (obs.device.local if obs.device else None),
+    )
+    if found is None:
+        obs.own_error = (
+            f"no lease for this node in the datastore ({how}; etcd has no matching key under "
+            f"{opts.etcd_prefix.rstrip('/')}/subnets/): other nodes have no route to this node's "
+            "pods; a running flanneld-py acquires one"
+        )
+        return
+    key, lease = found
+    try:
+        ttl = registry.ttl(lease.lease_id)
+    except DatastoreUnavailable as err:
+        obs.datastore_error = str(err)
+        ttl = None
+    obs.own = OwnLease(
+        key=key,
+        subnet=lease.subnet,
+        public_ip=str(lease.attrs.public_ip) if int(lease.attrs.public_ip) else None,
+        vtep_mac=_vtep_mac(lease),
+        backend_type=lease.attrs.backend_type,
+        lease_id=lease.lease_id,
+        ttl=ttl,
+    )
+
+
+# --- command line --------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str]) -> int:
+    """`flanneld-py status [flags] [--json]`: print the report; returns the exit status (0 in sync
+    and healthy, 1 not, 2 bad usage)."""
+    prog = "flanneld-py status"
+    try:
+        values, rest = parse_flags(STATUS_FLAGS, argv)
+        if rest:
+            raise FlagError(f"unexpected argument {rest[0]!r}: status takes only flags")
+        as_json = bool(values.pop("json"))
+        opts = Options(**values)
+        if not opts.kube_subnet_mgr:
+            from subnet.etcd import parse_endpoints
+
+            parse_endpoints(opts.etcd_endpoints)
+        else:
+            AnnotationNames.for_prefix(opts.kube_annotation_prefix)
+    except HelpRequested:
+        sys.stdout.write(usage(prog, STATUS_FLAGS, INTRO))
+        return 0
+    except (FlagError, ValueError) as err:  # ValueError: bad endpoints, annotation prefix
+        print(f"{prog}: {err}", file=sys.stderr)
+        return 2
+    root = logging.getLogger()
+    if opts.v > 0:
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
+                            format="%(levelname).1s %(name)s] %(message)s")  # fmt: skip
+    elif not root.handlers:
+        root.addHandler(logging.NullHandler())  # library warnings would clutter the report
+    report = build_report(collect(opts))
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2, sort_keys=False) + "\n")
+    else:
+        sys.stdout.write(render_text(report))
+    return exit_code(report)

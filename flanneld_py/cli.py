@@ -123,8 +123,9 @@ FLAGS: list[Flag] = [
         "healthz-port",
         "int",
         0,
-        "port of the health server (0 disables it): /healthz (liveness) and /readyz (200 once "
-        "subnet.env is written)",
+        "port of the HTTP server (0 disables it): /healthz (liveness), /readyz (200 once "
+        "subnet.env is written and the first peer sync is in the kernel) and /metrics "
+        "(Prometheus)",
     ),
     Flag(
         "set-node-network-unavailable",
@@ -148,7 +149,11 @@ FLAGS: list[Flag] = [
     ),
     Flag("version", "bool", False, "print the version and exit", from_env=False),
     Flag(
-        "v", "int", 0, "log verbosity: 0 logs lease and peer events, 1 and above also debug detail"
+        "v",
+        "int",
+        0,
+        "log verbosity: 0 logs lease and peer events, 1 adds debug detail, 3 "
+        "adds every netlink message",
     ),
     Flag(
         "log-format",
@@ -160,6 +165,11 @@ FLAGS: list[Flag] = [
     Flag("vmodule", "str", "", "per-module log verbosity (klog)", implemented=False),
     Flag("log_backtrace_at", "str", "", "log a stack trace at file:line (klog)", implemented=False),
 ]
+
+STATUS_HELP = (
+    "flanneld-py status [flags] [--json] checks this node: lease, subnet.env, device, "
+    "and the kernel's entries against the datastore (see flanneld-py status --help)."
+)
 
 INTRO = (
     "flanneld-py gives this node a subnet of the cluster's pod network, leased from etcd, "
@@ -229,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         opts = parse_options(args)
     except HelpRequested:
-        sys.stdout.write(usage("flanneld-py", FLAGS, INTRO))
+        sys.stdout.write(usage("flanneld-py", FLAGS, INTRO + " " + STATUS_HELP))
         return 0
     except FlagError as err:
         print(f"flanneld-py: {err}", file=sys.stderr)

@@ -11,6 +11,7 @@ daemon still answers (slowly, if Python is busy: keep probe timeouts generous).
 from __future__ import annotations
 
 import logging
+import socketserver
 import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
@@ -24,6 +25,14 @@ StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+
+    def server_bind(self) -> None:
+        """Bind without HTTPServer's reverse DNS lookup of the address (socket.getfqdn), which
+        blocks for seconds on a node without DNS."""
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+        self.setup_environ()
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -30,7 +30,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(log_format: str, verbosity: int) -> None:
-    """Log to stderr in `log_format` ("text" or "json"); `verbosity` > 0 adds debug lines.
+    """Log to stderr in `log_format` ("text" or "json"); `verbosity` > 0 adds flanneld-py's debug
+    lines, 3 and above also pyroute2's netlink message dumps.
 
     Raises ValueError for another format.
     """
@@ -43,3 +44,5 @@ def setup_logging(log_format: str, verbosity: int) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbosity > 0 else logging.INFO)
+    # pyroute2 logs every netlink message at debug level: only from -v=3 on
+    logging.getLogger("pyroute2").setLevel(logging.DEBUG if verbosity >= 3 else logging.INFO)

@@ -131,6 +131,7 @@ class Observer:
         for k in ("route", "neigh", "fdb"):
             self.metrics.dataplane_entries.labels(k).set(peers)
         if kind != "full":
+            self.state.update(peers=peers)
             return
         if self.first_sync.is_set():  # after the first pass, a full pass only finds drift
             for k, n in result.by_kind.items():

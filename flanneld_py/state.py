@@ -37,12 +37,15 @@ def read_state(subnet_file: str) -> dict[str, Any] | None:
 
 
 class StateFile:
-    """Keeps the state file current: `update(**fields)` merges fields and rewrites the file.
-    Callers update it on events that are rare by nature (a lease, a full sync, an error), so
-    every update is written. Errors writing it are ignored (it is a diagnostic aid, never a
-    reason to stop)."""
+    """Keeps the state file current: `update(**fields)` merges fields; the file is rewritten at
+    once, or, within `min_interval` seconds of the last write, once that interval is over (so a
+    burst of updates costs one write a second and the last one is never lost). Errors writing it
+    are ignored (it is a diagnostic aid, never a reason to stop)."""
 
-    def __init__(self, subnet_file: str) -> None:
+    def __init__(self, subnet_file: str, min_interval: float = 1.0) -> None:
+        self.min_interval = min_interval
+        self._last_write = 0.0
+        self._timer: threading.Timer | None = None
         self.path = state_path(subnet_file)
         self.data: dict[str, Any] = {
             "pid": os.getpid(),
@@ -55,9 +58,22 @@ class StateFile:
         self._lock = threading.Lock()
 
     def update(self, **fields: Any) -> None:
-        """Merge `fields` into the state and write the file."""
+        """Merge `fields` into the state and write the file (now, or within `min_interval`)."""
         with self._lock:
             self.data.update(fields)
+            wait = self._last_write + self.min_interval - time.monotonic()
+            if wait > 0:
+                if self._timer is None:
+                    self._timer = threading.Timer(wait, self._flush)
+                    self._timer.daemon = True
+                    self._timer.start()
+                return
+        self._flush()
+
+    def _flush(self) -> None:
+        with self._lock:
+            self._timer = None
+            self._last_write = time.monotonic()
             self.data["updated"] = time.time()
             text = json.dumps(self.data)
         directory = os.path.dirname(self.path)

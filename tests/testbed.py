@@ -99,8 +99,22 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def die_with_parent() -> None:
+    """preexec_fn for processes the testbed starts: they get SIGKILL when the test process dies,
+    even by SIGKILL, so a killed run leaves no etcd or daemon behind."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def remove_stale_namespaces() -> None:
-    """Delete `fpy<pid>-*` namespaces whose creating process is gone (a crashed earlier run)."""
+    """Delete `fpy<pid>-*` namespaces and temporary directories whose creating process is gone
+    (a crashed earlier run)."""
+    for path in Path(tempfile.gettempdir()).glob("fpy*-*"):
+        pid = path.name[3:].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
     res = sh(["ip", "netns", "list"], check=False)
     for line in res.stdout.splitlines():
         name = line.split()[0] if line.split() else ""
@@ -214,7 +228,8 @@ class Testbed:
                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                 "--initial-cluster", f"fpy={peer}", "--log-level", "warn"]  # fmt: skip
         with open(self.workdir / "etcd.log", "ab") as log:
-            self.etcd = subprocess.Popen(["etcd", *args], stdout=log, stderr=subprocess.STDOUT)
+            self.etcd = subprocess.Popen(["etcd", *args], stdout=log, stderr=subprocess.STDOUT,
+                                         preexec_fn=die_with_parent)  # fmt: skip
         wait_for("etcd to answer", lambda: self.client.status() is not None, timeout=30)
 
     def stop_etcd(self) -> None:
@@ -341,7 +356,12 @@ class Testbed:
         cmd += extra
         with open(node.log_file, "ab") as log:
             node.process = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+                env=env,
+                preexec_fn=die_with_parent,
             )
 
     def stop_daemon(self, node: Node, sig: int = signal.SIGTERM, timeout: float = 20) -> int:

@@ -230,12 +230,16 @@ class Daemon:
             )
         except OSError as err:
             log.error("could not write %s: %s", self.opts.subnet_file, err)
-        if old is not None and old.key != lease.key:
+        before = (
+            old.subnet if old is not None else previous_cidr(self.previous, "FLANNEL_SUBNET", 4)
+        )
+        if before is not None and before != lease.subnet:
             log.warning(
-                "this node's subnet changed from %s to %s; pods started before keep "
-                "addresses of the old subnet until they are recreated",
-                old.key,
-                lease.key,
+                "this node's subnet changed from %s to %s (the old one is gone or leased by "
+                "another node); pods started before keep addresses of the old subnet until they "
+                "are recreated",
+                before,
+                lease.subnet,
             )
         if self.table.remove(lease.key):
             log.info("dropped %s from the peer table: it is now this node's lease", lease.key)

@@ -154,6 +154,7 @@ class Reconciler(Generic[V]):
         self.retry_base = retry_base
         self.retry_max = retry_max
         self.failing: dict[str, tuple[int, float]] = {}  # peer key -> (failures, retry at)
+        self._duplicates: dict[str, str] = {}  # peer key -> subnet it was refused for
         self.datapath = datapath
         self.select = select
         self.resync_period = resync_period
@@ -169,13 +170,29 @@ class Reconciler(Generic[V]):
         self.heartbeat = clock()  # last loop iteration, for liveness
 
     def desired(self, keys: Iterable[str] | None = None) -> dict[str, PeerEntry]:
-        """This device's entries for `keys` (all peers when None)."""
+        """This device's entries for `keys` (all peers when None).
+
+        Two peers claiming the same subnet would make the kernel entries flip between them on
+        every pass; the peer whose key sorts first keeps the subnet (a stable choice on every
+        node) and the other is skipped with one warning. Incremental passes check against what
+        is already programmed.
+        """
         pairs = self.table.items() if keys is None else [(k, self.table.get(k)) for k in keys]
-        out = {}
-        for key, record in pairs:
+        out: dict[str, PeerEntry] = {}
+        owner = {} if keys is None else {e.subnet: k for k, e in self.programmed.items()}
+        for key, record in sorted(pairs, key=lambda pair: pair[0]):
             entry = self.select(record) if record is not None else None
-            if entry is not None:
-                out[key] = entry
+            if entry is None:
+                continue
+            holder = owner.get(entry.subnet)
+            if holder is not None and holder != key and holder < key:
+                if self._duplicates.get(key) != entry.subnet:
+                    self._duplicates[key] = entry.subnet
+                    log.warning("peer %s claims subnet %s, already held by peer %s; ignoring it",
+                                key, entry.subnet, holder)  # fmt: skip
+                continue
+            owner[entry.subnet] = key
+            out[key] = entry
         return out
 
     def full_sync(self) -> SyncResult:

@@ -172,6 +172,7 @@ class VxlanDevice:
         lower_index: int,
         lower_mtu: int,
         mac: str | None = None,
+        ipr: Any = None,
     ) -> None:
         self.version = version
         self.family = socket.AF_INET if version == 4 else socket.AF_INET6
@@ -191,7 +192,7 @@ class VxlanDevice:
         self.address: str | None = None
         self.network: str | None = None
         self._lock = threading.Lock()
-        self._ipr: Any = None
+        self._ipr: Any = ipr
 
     @property
     def ipr(self) -> Any:

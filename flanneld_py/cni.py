@@ -50,6 +50,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _CONTAINER_ID = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")  # CNI spec, "Parameters"
 _CIDR = re.compile(r"[0-9A-Fa-f:.]+/[0-9]+")  # what Go's net.ParseCIDR accepts: no zone, no mask
 _UINT = re.compile(r"[0-9]+")
+_SURROGATES = re.compile("[\ud800-\udfff]")
 _SUBNET_ENV_KEYS = frozenset(
     {
         "FLANNEL_NETWORK",
@@ -423,7 +424,7 @@ def _version_result(stdin_data: bytes) -> bytes:
     try:
         conf = json.loads(stdin_data)
         requested = conf.get("cniVersion") if isinstance(conf, dict) else None
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     version = requested if isinstance(requested, str) and requested else "1.0.0"
     return _encode({"cniVersion": version, "supportedVersions": list(SUPPORTED_VERSIONS)})
@@ -558,8 +559,8 @@ def _save_atomically(path: Path, payload: bytes) -> None:
 def _decode_object(data: bytes, what: str) -> dict[str, Any]:
     try:
         value = json.loads(data, parse_constant=_reject_constant)
-    except ValueError as e:
-        raise CniError(ErrorCode.DECODING_FAILURE, f"{what} is not valid JSON: {e}") from e
+    except (ValueError, RecursionError) as e:
+        raise CniError(ErrorCode.DECODING_FAILURE, f"{what} is not valid JSON: {e}") from None
     if not isinstance(value, dict):
         raise CniError(ErrorCode.DECODING_FAILURE, f"{what} is not a JSON object")
     return value
@@ -570,8 +571,10 @@ def _reject_constant(name: str) -> Any:
 
 
 def _encode(value: Mapping[str, Any]) -> bytes:
-    """Compact JSON with sorted keys, the way Go marshals a map."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact JSON with sorted keys, the way Go marshals a map; text that is not valid Unicode
+    (undecodable input echoed back) becomes U+FFFD, as Go writes it."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _SURROGATES.sub("\ufffd", text).encode()
 
 
 def main() -> int:

@@ -12,14 +12,16 @@ match it; the main thread renews the lease and re-acquires it if it is ever lost
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import logging
 import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
+from backend.netlink import IPRoute
 from backend.reconcile import PeerEntry, Reconciler
 from backend.vxlan import (
     PeerFormatError,
@@ -45,6 +47,7 @@ from subnet.subnetenv import SubnetEnv, previous_cidr, read_env_file, write_subn
 
 log = logging.getLogger("flanneld")
 
+T = TypeVar("T")
 SUPPORTED_BACKENDS = ("vxlan",)
 RENEW_RETRY = 60.0  # seconds between failed renewals (flannel's value)
 
@@ -123,6 +126,12 @@ class Daemon:
     """One running flanneld-py: the state shared by the start-up sequence and the workers."""
 
     def __init__(self, opts: Options) -> None:
+        # One netlink socket for the daemon's life, opened before gRPC starts its event engine.
+        # pyroute2 leaves socket objects whose finalizer closes a file descriptor number that
+        # was already closed; collected later, that number may belong to gRPC's epoll by then,
+        # and gRPC aborts ("epoll_wait error: Bad file descriptor"). Collect them now.
+        self.ipr = IPRoute()
+        gc.collect()
         self.opts = opts
         self.stop = threading.Event()
         self.previous = read_env_file(opts.subnet_file)
@@ -144,6 +153,7 @@ class Daemon:
         self.device: VxlanDevice | None = None
         self._bad_peers: dict[str, str] = {}  # peer key -> problem last logged
         self._other_backends: dict[str, str] = {}  # peer key -> backend type last logged
+        self._foreign_own: dict[str, Lease] = {}  # another node's put on our own key
 
     # --- start-up -------------------------------------------------------------------------------
 
@@ -170,10 +180,16 @@ class Daemon:
             log.warning(
                 "Backend.DirectRouting is not implemented yet; using the overlay for all peers"
             )
-        stored_ip, _ = self.sm.stored_public_ips()
+        stored = self._retry(
+            "read this node's stored public IPs and VTEP MACs",
+            lambda: (self.sm.stored_public_ips(), self.sm.stored_macs()),
+        )
+        if stored is None:
+            return False
+        (stored_ip, _), (stored_mac, _) = stored
         if stored_ip:
             log.info("using public IP %s from the node's node-public-ip annotation", stored_ip)
-        ext = select_interface(self.opts.iface, stored_ip or self.opts.public_ip)
+        ext = select_interface(self.opts.iface, stored_ip or self.opts.public_ip, ipr=self.ipr)
         log.info(
             "using interface %s (index %d, MTU %d), address %s, public IP %s",
             ext.name,
@@ -182,8 +198,7 @@ class Daemon:
             ext.iface_addr,
             ext.ext_addr,
         )
-        stored_mac, _ = self.sm.stored_macs()
-        self.device = VxlanDevice(vx, 4, ext.ext_addr, ext.index, ext.mtu, stored_mac)
+        self.device = VxlanDevice(vx, 4, ext.ext_addr, ext.index, ext.mtu, stored_mac, self.ipr)
         self.device.ensure_device()
         attrs = LeaseAttrs(
             public_ip=ipaddress.IPv4Address(ext.ext_addr),
@@ -195,6 +210,21 @@ class Daemon:
             return False
         self._use_lease(lease)
         return True
+
+    def _retry(self, what: str, call: Callable[[], T]) -> T | None:
+        """`call()`, retried with backoff (1 s doubling to 30 s) while the datastore is
+        unreachable; None when stopped meanwhile."""
+        delay, last = 1.0, ""
+        while not self.stop.is_set():
+            try:
+                return call()
+            except DatastoreUnavailable as err:
+                if str(err) != last:
+                    log.error("could not %s: %s; retrying with backoff", what, err)
+                    last = str(err)
+            self.stop.wait(delay)
+            delay = min(delay * 2, 30.0)
+        return None
 
     def _acquire(self, cfg: NetworkConfig, attrs: LeaseAttrs) -> Lease | None:
         """Acquire a lease, retrying with backoff while etcd is down or the network is full."""
@@ -243,6 +273,9 @@ class Daemon:
             )
         if self.table.remove(lease.key):
             log.info("dropped %s from the peer table: it is now this node's lease", lease.key)
+        if old is not None and old.key != lease.key and old.key in self._foreign_own:
+            # another node took our old subnet while it was still ours: it is a peer now
+            self._on_put(old.key, self._foreign_own.pop(old.key))
 
     # --- peer watch -----------------------------------------------------------------------------
 
@@ -319,6 +352,7 @@ class Daemon:
                 log.warning("this node's lease %s was overwritten (public IP %s); writing it "
                             "back", key, lease.attrs.public_ip)  # fmt: skip
                 self.renew_now.set()
+                self._foreign_own[key] = lease  # a peer's, if we lose that subnet meanwhile
             return
         try:
             peer = self._peer(lease)
@@ -331,6 +365,7 @@ class Daemon:
 
     def _on_delete(self, key: str) -> None:
         self._track_key(key, None)
+        self._foreign_own.pop(key, None)
         own = self.lease
         if own is not None and key == self.sm.own_key(own):
             if self.sm.renews:
@@ -464,9 +499,11 @@ class Daemon:
 
     def close(self) -> None:
         """Release sockets; the kernel state and subnet.env stay as they are."""
-        if self.device is not None:
-            self.device.close()
         self.sm.close()
+        if self.device is not None:
+            self.device.close()  # closes the shared netlink socket
+        else:
+            self.ipr.close()
 
 
 def _select_v4(peer: VxlanPeer) -> PeerEntry | None:
@@ -479,7 +516,11 @@ def run(opts: Options) -> int:
     if not 1 <= margin <= 1439:
         log.error("--subnet-lease-renew-margin=%d: must be 1 to 1439 minutes", margin)
         return 1
-    daemon = Daemon(opts)
+    try:
+        daemon = Daemon(opts)
+    except (ConfigError, KubeError, ValueError, OSError) as err:
+        log.error("%s", err)
+        return 1
     health = None
 
     def on_signal(signum: int, _frame: object) -> None:

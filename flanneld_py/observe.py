@@ -7,7 +7,8 @@ metrics (`flanneld_py.metrics`), the state file (`flanneld_py.state`) and the an
 
 Liveness (/healthz): the reconciler loop and the datastore watch are running, and the reconciler
 looped recently. Readiness (/readyz): subnet.env is written and the first full peer sync is in
-the kernel, and then either the datastore is reachable or the last full sync is recent.
+the kernel, and then the datastore watch is live, or has been down for less than three resync
+periods (at least 30 s: a short outage changes nothing in the datapath).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Observer:
         self.first_sync = threading.Event()
         self.last_full_sync: float | None = None
         self.watch_state = "starting"
+        self.watch_down_since: float | None = None
         self.threads: dict[str, threading.Thread] = {}
         self.loop_heartbeat: Callable[[], float] | None = None  # monotonic time of last loop
 
@@ -73,15 +75,12 @@ class Observer:
             return False, "subnet.env is not written yet"
         if not self.first_sync.is_set():
             return False, "the first peer sync is not in the kernel yet"
-        if self.watch_state in REACHABLE_STATES:
+        if self.watch_state in REACHABLE_STATES or self.watch_down_since is None:
             return True, ""
-        age = self.clock() - (self.last_full_sync or 0)
-        if age <= 3 * self.resync_period:
+        down = self.clock() - self.watch_down_since
+        if down <= max(30.0, 3 * self.resync_period):
             return True, ""
-        return False, (
-            f"the datastore is unreachable ({self.watch_state}) and the last full "
-            f"sync was {age:.0f} s ago"
-        )
+        return False, f"the datastore watch has been down for {down:.0f} s ({self.watch_state})"
 
     # --- events ---------------------------------------------------------------------------------
 
@@ -112,6 +111,10 @@ class Observer:
     def watch(self, state: str) -> None:
         """The datastore watch's state: listed, watching, compacted, expired, unavailable."""
         self.watch_state = state
+        if state in REACHABLE_STATES:
+            self.watch_down_since = None
+        elif state == "unavailable" and self.watch_down_since is None:
+            self.watch_down_since = self.clock()
         if state in ("compacted", "expired", "unavailable"):
             self.metrics.watch_restarts.labels(state).inc()
 

@@ -150,9 +150,11 @@ def pod_cidrs(
     return v4, v6
 
 
-def _json_annotation(value: str | None, what: str) -> Any:
+def _json_annotation(value: Any, what: str) -> Any:
     if value is None or value == "":
         return None
+    if not isinstance(value, str):
+        raise LeaseFormatError(f"{what} is not a string")
     try:
         return strict_json_loads(value)
     except ValueError as err:
@@ -177,8 +179,10 @@ def node_to_lease(node: dict[str, Any], names: AnnotationNames, cfg: NetworkConf
     if v4 is None and v6 is None:
         return None
     try:
-        public_ip = ipaddress.IPv4Address(ann.get(names.public_ip) or "0.0.0.0")
-        raw6 = ann.get(names.public_ipv6)
+        raw4, raw6 = ann.get(names.public_ip), ann.get(names.public_ipv6)
+        if not isinstance(raw4 or "", str) or not isinstance(raw6 or "", str):
+            raise ValueError("not a string")
+        public_ip = ipaddress.IPv4Address(raw4 or "0.0.0.0")
         public_ipv6 = ipaddress.IPv6Address(raw6) if raw6 else None
     except ValueError as err:
         raise LeaseFormatError(f"node {name!r}: public IP annotation: {err}") from None

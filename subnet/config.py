@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -161,11 +162,18 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
 def strict_json_loads(text: str | bytes) -> Any:
-    """`json.loads` as strict as Go's decoder: NaN/Infinity rejected, any failure (also absurd
-    nesting) raised as ValueError."""
+    """`json.loads` as strict as Go's decoder: NaN/Infinity and out-of-range numbers rejected,
+    any failure (also absurd nesting) raised as ValueError."""
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise ValueError(str(err) or type(err).__name__) from None
 

@@ -89,6 +89,10 @@ class Compacted(Exception):
 
 
 _CLIENT_ERRORS = (pyetcd.exceptions.Etcd3Exception, grpc.RpcError, ValueError)
+_CONNECTION_ERRORS = (
+    pyetcd.exceptions.ConnectionFailedError,
+    pyetcd.exceptions.ConnectionTimeoutError,
+)
 
 
 def _unauthenticated(err: BaseException) -> bool:
@@ -103,15 +107,21 @@ def _unavailable(call: Callable[..., Any]) -> Callable[..., Any]:
     op = _OPS.get(call.__name__, call.__name__)
 
     def wrapper(self: EtcdRegistry, *args: Any, **kwargs: Any) -> Any:
-        try:
-            result = call(self, *args, **kwargs)
-        except _CLIENT_ERRORS as err:
-            self.on_request(op, False)
-            if _unauthenticated(err):
-                self.reset()
-            raise DatastoreUnavailable(f"etcd: {type(err).__name__}: {err}") from err
-        self.on_request(op, True)
-        return result
+        # A connection failure marks the endpoint failed for a moment (pyetcd's time_retry), so
+        # retrying at once goes to the next endpoint: a dead first endpoint costs one timeout.
+        for attempt in range(len(self.endpoints)):
+            try:
+                result = call(self, *args, **kwargs)
+            except _CLIENT_ERRORS as err:
+                self.on_request(op, False)
+                if _unauthenticated(err):
+                    self.reset()
+                if attempt + 1 < len(self.endpoints) and isinstance(err, _CONNECTION_ERRORS):
+                    continue
+                raise DatastoreUnavailable(f"etcd: {type(err).__name__}: {err}") from err
+            self.on_request(op, True)
+            return result
+        raise DatastoreUnavailable("etcd: no endpoint")
 
     return wrapper
 
@@ -155,16 +165,18 @@ class EtcdRegistry:
                 "--etcd-keyfile and --etcd-certfile must both be set to use TLS client "
                 "certificates; connecting without them"
             )
-        if not (opts.keyfile and opts.certfile):
+        if any(not https for _, _, https in self.endpoints):
             log.warning("connecting to etcd with http. This is insecure")
 
     def _endpoints(self) -> list[Any]:
         creds = None
-        if self.opts.keyfile and self.opts.certfile:
+        if any(https for _, _, https in self.endpoints):  # TLS for https:// endpoints
             ca = Path(self.opts.cafile).read_bytes() if self.opts.cafile else None
-            creds = grpc.ssl_channel_credentials(
-                ca, Path(self.opts.keyfile).read_bytes(), Path(self.opts.certfile).read_bytes()
-            )
+            key = cert = None
+            if self.opts.keyfile and self.opts.certfile:  # client certificate: both or none
+                key = Path(self.opts.keyfile).read_bytes()
+                cert = Path(self.opts.certfile).read_bytes()
+            creds = grpc.ssl_channel_credentials(ca, key, cert)
         out = []
         for host, port, https in self.endpoints:
             secure = https and creds is not None

@@ -462,14 +462,19 @@ class KubeSubnetManager:
                     resp.shutdown()
 
         threading.Thread(target=stopper, name="kube-watch-stop", daemon=True).start()
+        last_failure = ""
         while not stop.is_set():
+            started = time.monotonic()
             try:
                 if rv is None:
                     items, rv = self._list()
                     on_snapshot(items)
                     on_state("listed")
+                on_state("watching")
                 for event in self._watch(rv, current):
-                    backoff = 0.1
+                    if last_failure:
+                        log.info("node watch working again")
+                        last_failure = ""
                     kind = event.get("type")
                     obj = event.get("object") or {}
                     if kind == "ERROR":
@@ -481,7 +486,11 @@ class KubeSubnetManager:
                         raise DatastoreUnavailable(f"kube watch error: {obj.get('message')}")
                     new_rv = (obj.get("metadata") or {}).get("resourceVersion")
                     if kind != "BOOKMARK":
-                        self._handle(kind, obj, on_put, on_delete)
+                        try:
+                            self._handle(kind, obj, on_put, on_delete)
+                        except Exception:  # a bug must cost one event, never the watch
+                            log.exception("could not handle a change of node %s; skipped",
+                                          node_name(obj))  # fmt: skip
                     if new_rv:
                         rv = str(new_rv)
                     if stop.is_set():
@@ -491,11 +500,22 @@ class KubeSubnetManager:
                     return
                 if _status(err) == 410:
                     rv = None
-                    continue
-                log.warning("node watch interrupted (%s); retrying in %.1f s", err, backoff)
-                on_state("unavailable")
+                    on_state("expired")
+                else:
+                    if str(err) != last_failure:  # once per problem, not once per retry
+                        log.warning("node watch interrupted (%s); retrying with backoff", err)
+                        last_failure = str(err)
+                    on_state("unavailable")
+            except Exception:  # a bug must not end the watch: log it, re-list, go on
+                log.exception("node watch failed unexpectedly; re-listing")
+                rv = None
+            # A watch that ends (or fails) at once is retried after a backoff, 0.1 s doubling
+            # to 5 s; one that ran for a while is renewed at once.
+            if time.monotonic() - started < 1.0:
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
+            else:
+                backoff = 0.1
 
     def _handle(
         self,

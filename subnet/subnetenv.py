@@ -82,7 +82,7 @@ def read_env_file(path: str) -> dict[str, str]:
     Raises OSError for a file that exists but cannot be read.
     """
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8", errors="replace") as f:
             text = f.read()
     except FileNotFoundError:
         return {}

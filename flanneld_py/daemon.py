@@ -126,12 +126,7 @@ class Daemon:
     """One running flanneld-py: the state shared by the start-up sequence and the workers."""
 
     def __init__(self, opts: Options) -> None:
-        # One netlink socket for the daemon's life, opened before gRPC starts its event engine.
-        # pyroute2 leaves socket objects whose finalizer closes a file descriptor number that
-        # was already closed; collected later, that number may belong to gRPC's epoll by then,
-        # and gRPC aborts ("epoll_wait error: Bad file descriptor"). Collect them now.
-        self.ipr = IPRoute()
-        gc.collect()
+        self.ipr: Any = None  # one netlink socket for the daemon's life, see start()
         self.opts = opts
         self.stop = threading.Event()
         self.previous = read_env_file(opts.subnet_file)
@@ -166,6 +161,11 @@ class Daemon:
         cfg = wait_for_config(self.sm, self.stop)
         if cfg is None:
             return False
+        # Opened only now, after the datastore client is up: pyroute2 can close a file
+        # descriptor number twice while it sets up, and opened before gRPC, that number could
+        # be gRPC's epoll by then ("epoll_wait error: Bad file descriptor", then abort).
+        self.ipr = IPRoute()
+        gc.collect()
         self.cfg = cfg
         if cfg.backend_type not in SUPPORTED_BACKENDS:
             raise ConfigError(
@@ -502,7 +502,7 @@ class Daemon:
         self.sm.close()
         if self.device is not None:
             self.device.close()  # closes the shared netlink socket
-        else:
+        elif self.ipr is not None:
             self.ipr.close()
 
 

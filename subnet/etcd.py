@@ -14,6 +14,7 @@ wrapper whose methods raise `DatastoreUnavailable` for every connection-level fa
 from __future__ import annotations
 
 import logging
+import os
 import posixpath
 import random
 import threading
@@ -23,6 +24,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+# gRPC's default epoll poller has aborted the daemon at start-up in tests ("epoll_wait error: Bad
+# file descriptor"); the poll() poller has no long-lived descriptor to lose. Set before importing.
+os.environ.setdefault("GRPC_POLL_STRATEGY", "poll")
 
 import grpc
 import pyetcd

@@ -127,12 +127,15 @@ class KernelMonitor:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         probe = f"{self.PROBE}/32"
-        tb.node_sh(node, "ip", "route", "replace", probe, "dev", "lo")
-        wait_for(
-            f"ip monitor on {node.name} to listen",
-            lambda: any(line.startswith(self.PROBE) for line in self.lines),
-        )
-        tb.node_sh(node, "ip", "route", "del", probe, "dev", "lo")
+
+        def listening() -> bool:  # add and remove the probe until the monitor reports it
+            if any(self.PROBE in line for line in self.lines):
+                return True
+            tb.node_sh(node, "ip", "route", "replace", probe, "dev", "lo")
+            tb.node_sh(node, "ip", "route", "del", probe, "dev", "lo", check=False)
+            return any(self.PROBE in line for line in self.lines)
+
+        wait_for(f"ip monitor on {node.name} to listen", listening)
 
     def _read(self) -> None:
         assert self.proc.stdout is not None

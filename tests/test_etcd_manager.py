@@ -270,3 +270,32 @@ def test_username_password_over_http_survive_an_etcd_restart(etcd_server: EtcdSe
         wait_for("a renewal with a fresh token", renewed, timeout=30, interval=0.5)
     finally:
         reg.close()
+
+
+class CreatesAfterList(EtcdRegistry):
+    """Another node creates a lease right after our first list, before our watch starts."""
+
+    lists = 0
+
+    def list_subnets(self) -> tuple[list[StoredLease], int]:
+        result: tuple[list[StoredLease], int] = super().list_subnets()
+        self.lists += 1
+        if self.lists == 1:
+            self.put(f"{self.subnets_prefix}/10.3.77.0-24", attrs("7.7.7.7").encode())
+        return result
+
+
+def test_lease_created_between_list_and_watch_is_seen(etcd_url: str, etcd_prefix: str) -> None:
+    reg = CreatesAfterList(EtcdOptions(endpoints=etcd_url, prefix=etcd_prefix))
+    rec = Recorder()
+    stop = threading.Event()
+    try:
+        t = run_watch(EtcdSubnetManager(reg), rec, stop)
+        wait_for("the lease created after the list", lambda: "10.3.77.0-24" in rec.puts)
+        assert rec.snapshots == [[]]  # it was not in the list: only the watch can report it
+        stop.set()
+        t.join(timeout=10)
+    finally:
+        stop.set()
+        reg.client.delete_prefix(etcd_prefix)
+        reg.close()

@@ -64,17 +64,7 @@ def make_subnet_manager(
     if not opts.kube_subnet_mgr:
         from subnet.etcd import EtcdOptions, EtcdRegistry, EtcdSubnetManager  # grpc: etcd only
 
-        registry = EtcdRegistry(
-            EtcdOptions(
-                endpoints=opts.etcd_endpoints,
-                prefix=opts.etcd_prefix,
-                keyfile=opts.etcd_keyfile,
-                certfile=opts.etcd_certfile,
-                cafile=opts.etcd_cafile,
-                username=opts.etcd_username,
-                password=opts.etcd_password,
-            )
-        )
+        registry = EtcdRegistry(EtcdOptions.from_flags(opts))
         return EtcdSubnetManager(registry, previous, on_invalid=on_invalid)
     from subnet.kube import KubeSubnetManager, api_client  # imports the kubernetes client
 

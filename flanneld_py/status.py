@@ -848,17 +848,7 @@ def _read_etcd(opts: Options, obs: Observed) -> Any:
     from subnet.config import check_network_config, parse_config
     from subnet.etcd import EtcdOptions, EtcdRegistry, decode_lease
 
-    registry = EtcdRegistry(
-        EtcdOptions(
-            endpoints=opts.etcd_endpoints,
-            prefix=opts.etcd_prefix,
-            keyfile=opts.etcd_keyfile,
-            certfile=opts.etcd_certfile,
-            cafile=opts.etcd_cafile,
-            username=opts.etcd_username,
-            password=opts.etcd_password,
-        )
-    )
+    registry = EtcdRegistry(EtcdOptions.from_flags(opts))
     try:
         try:
             obs.config = check_network_config(parse_config(registry.get_config()))

@@ -67,6 +67,19 @@ class EtcdOptions:
     password: str = ""
     timeout: float = 5.0
 
+    @classmethod
+    def from_flags(cls, opts: Any) -> EtcdOptions:
+        """From parsed flanneld flags (attributes etcd_endpoints, etcd_prefix, ...)."""
+        return cls(
+            endpoints=opts.etcd_endpoints,
+            prefix=opts.etcd_prefix,
+            keyfile=opts.etcd_keyfile,
+            certfile=opts.etcd_certfile,
+            cafile=opts.etcd_cafile,
+            username=opts.etcd_username,
+            password=opts.etcd_password,
+        )
+
 
 @dataclass(frozen=True)
 class StoredLease:

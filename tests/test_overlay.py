@@ -103,6 +103,9 @@ def test_peer_mac_change_replaces_entries_and_drops_old_fdb(testbed: Testbed) ->
     attrs = LeaseAttrs.decode(value)
     new_mac = "0e:11:22:33:44:55"
     changed = LeaseAttrs(attrs.public_ip, None, "vxlan", {"VNI": 1, "VtepMAC": new_mac})
+    # as if a Go flanneld on that node had published a new VTEP; a running flanneld-py would
+    # write its own lease back at once
+    testbed.stop_daemon(peer)
     testbed.client.put(key, changed.encode())
     node = nodes[0]
     wait_for(

@@ -15,3 +15,15 @@ def test_kube_scale_runs_at_small_n() -> None:
     assert result["rss_mib"] > 0 and result["peak_rss_mib"] >= result["rss_mib"]
     assert result["cold_sync_s"] > 0 and result["baseline_ip_batch_s"] > 0
     assert result["change_max_ms"] >= result["change_p50_ms"] > 0
+
+
+@pytest.mark.etcd
+def test_datapath_runs_once_without_fragments() -> None:
+    from bench import datapath
+
+    result = datapath.run(runs=1, seconds=1)
+    assert len(result.overlay.gbps) == 1 and result.overlay.gbps[0] > 0
+    assert len(result.underlay.gbps) == 1 and result.underlay.gbps[0] > 0
+    assert result.overlay.frags == {"FragCreates": 0, "ReasmReqds": 0, "ReasmOKs": 0}
+    assert result.overlay.mtu["flannel.1"] == result.underlay.mtu["node eth0"] - 50
+    assert "|" in datapath.table(result)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -75,16 +75,20 @@ class Op:
 
 
 def diff(
-    desired: Mapping[str, PeerEntry], actual: KernelState, keep: Iterable[PeerEntry] = ()
+    desired: Mapping[str, PeerEntry], actual: KernelState, keep: KernelState | None = None
 ) -> list[Op]:
     """The writes that turn `actual` into what `desired` (lease key -> entry) needs.
 
     Per peer, in flannel's order: neighbour, FDB, route; only the objects that differ. Then the
     removals of everything else in `actual` (routes first, then FDB entries, then neighbours),
-    except objects that the peers in `keep` still need.
+    except the objects in `keep` (those other peers still need).
     """
     ops: list[Op] = []
-    want = KernelState.of([*desired.values(), *keep])
+    want = KernelState.of(desired.values())
+    if keep is not None:
+        want.neighs.update(keep.neighs)
+        want.fdb |= keep.fdb
+        want.routes.update(keep.routes)
     for key, e in desired.items():
         if actual.neighs.get(e.vtep_ip) != e.vtep_mac:
             ops.append(Op("neigh", "replace", e.vtep_ip, e.vtep_mac, key))
@@ -101,14 +105,63 @@ def diff(
     return ops
 
 
+class ObjectRefs:
+    """How many programmed peers need each kernel object, so that an incremental pass can tell
+    in O(1) whether an object a changed peer no longer needs is still another peer's (two
+    leases of one node share its FDB entry, for instance)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, object], int] = {}
+        self.subnet_owner: dict[str, str] = {}  # subnet -> key of the peer programmed with it
+
+    @staticmethod
+    def objects(e: PeerEntry) -> tuple[tuple[str, object], ...]:
+        return (("neigh", e.vtep_ip), ("fdb", (e.vtep_mac, e.public_ip)), ("route", e.subnet))
+
+    def add(self, key: str, e: PeerEntry) -> None:
+        self.subnet_owner[e.subnet] = key
+        for obj in self.objects(e):
+            self.counts[obj] = self.counts.get(obj, 0) + 1
+
+    def remove(self, key: str, e: PeerEntry) -> None:
+        if self.subnet_owner.get(e.subnet) == key:
+            del self.subnet_owner[e.subnet]
+        for obj in self.objects(e):
+            left = self.counts.get(obj, 0) - 1
+            if left > 0:
+                self.counts[obj] = left
+            else:
+                self.counts.pop(obj, None)
+
+    def still_needed(self, leaving: Iterable[PeerEntry]) -> KernelState:
+        """The objects of the `leaving` entries that programmed peers other than them need."""
+        own: dict[tuple[str, object], int] = {}
+        leaving = list(leaving)
+        for e in leaving:
+            for obj in self.objects(e):
+                own[obj] = own.get(obj, 0) + 1
+        keep = KernelState()
+        for e in leaving:
+            if self.counts.get(("neigh", e.vtep_ip), 0) > own[("neigh", e.vtep_ip)]:
+                keep.neighs[e.vtep_ip] = e.vtep_mac
+            fdb = (e.vtep_mac, e.public_ip)
+            if self.counts.get(("fdb", fdb), 0) > own[("fdb", fdb)]:
+                keep.fdb.add(fdb)
+            if self.counts.get(("route", e.subnet), 0) > own[("route", e.subnet)]:
+                keep.routes[e.subnet] = e.vtep_ip
+        return keep
+
+
 class Datapath(Protocol):
     """The kernel side of one overlay device (one address family)."""
 
     def dump(self) -> KernelState:
         """The per-peer objects currently on the device."""
 
-    def apply(self, op: Op) -> None:
-        """Perform one write; raises on failure (a delete of a missing object is not one)."""
+    def apply_many(self, ops: Sequence[Op]) -> list[str | None]:
+        """Perform the writes in order; per write None on success or the error text (a delete
+        of a missing object is a success). Raises only when the device cannot be written at all.
+        """
 
     def ensure_device(self) -> bool:
         """Make sure the device exists and is configured; True when it was (re)created."""
@@ -162,6 +215,7 @@ class Reconciler(Generic[V]):
         self.backoff = backoff
         self.clock = clock
         self.programmed: dict[str, PeerEntry] = {}
+        self.refs = ObjectRefs()  # objects needed by the programmed entries
         self.last_full_sync: float | None = None
         self.first_sync_done = threading.Event()
         self.on_pass: Callable[[str, SyncResult, float], None] | None = None
@@ -179,19 +233,20 @@ class Reconciler(Generic[V]):
         """
         pairs = self.table.items() if keys is None else [(k, self.table.get(k)) for k in keys]
         out: dict[str, PeerEntry] = {}
-        owner = {} if keys is None else {e.subnet: k for k, e in self.programmed.items()}
+        programmed = {} if keys is None else self.refs.subnet_owner
+        claimed: dict[str, str] = {}  # subnet -> key, in this call
         for key, record in sorted(pairs, key=lambda pair: pair[0]):
             entry = self.select(record) if record is not None else None
             if entry is None:
                 continue
-            holder = owner.get(entry.subnet)
+            holder = claimed.get(entry.subnet) or programmed.get(entry.subnet)
             if holder is not None and holder != key and holder < key:
                 if self._duplicates.get(key) != entry.subnet:
                     self._duplicates[key] = entry.subnet
                     log.warning("peer %s claims subnet %s, already held by peer %s; ignoring it",
                                 key, entry.subnet, holder)  # fmt: skip
                 continue
-            owner[entry.subnet] = key
+            claimed[entry.subnet] = key
             out[key] = entry
         return out
 
@@ -205,40 +260,53 @@ class Reconciler(Generic[V]):
         result = self._apply(ops)
         self._observe_latency(self.table.pending() - result.retry)
         self.programmed = {k: e for k, e in desired.items() if k not in result.retry}
+        self.refs = ObjectRefs()
+        for key, e in self.programmed.items():
+            self.refs.add(key, e)
         self.last_full_sync = self.clock()
         self._report("full", result, start)
         return result
 
     def sync_keys(self, keys: set[str]) -> SyncResult:
-        """Write the differences for the dirty `keys` only, against what this worker wrote last."""
+        """Write the differences for the dirty `keys` only, against what this worker wrote last.
+        The cost is proportional to the number of keys, not to the number of peers."""
         start = self.clock()
         desired = self.desired(keys)
         before = [self.programmed[k] for k in keys if k in self.programmed]
-        others = [e for k, e in self.programmed.items() if k not in keys]
-        result = self._apply(diff(desired, KernelState.of(before), keep=others))
+        keep = self.refs.still_needed(before)
+        result = self._apply(diff(desired, KernelState.of(before), keep=keep))
         self._observe_latency(keys - result.retry)
         for key in keys:
             if key in result.retry:
                 continue
+            old = self.programmed.pop(key, None)
+            if old is not None:
+                self.refs.remove(key, old)
             if key in desired:
                 self.programmed[key] = desired[key]
-            else:
-                self.programmed.pop(key, None)
+                self.refs.add(key, desired[key])
         self._report("incremental", result, start)
         return result
 
     def _apply(self, ops: list[Op]) -> SyncResult:
+        """Write `ops` in three batches that keep flannel's order for every peer: neighbour and
+        FDB entries, then routes (skipping peers whose entries failed), then removals."""
         result = SyncResult(ops=len(ops))
         attempted: set[str] = set()
-        for op in ops:
-            if op.key and op.key in result.retry:
-                continue  # an earlier object of this peer failed: keep flannel's order
-            attempted.add(op.key)
-            result.by_kind[op.kind] = result.by_kind.get(op.kind, 0) + 1
-            error = self._write(op)
-            if self.on_write is not None:
-                self.on_write(op, error is None)
-            if error is not None:
+        entries = [op for op in ops if op.action == "replace" and op.kind != "route"]
+        routes = [op for op in ops if op.action == "replace" and op.kind == "route"]
+        removals = [op for op in ops if op.action != "replace"]
+        for batch in (entries, routes, removals):
+            batch = [op for op in batch if not (op.key and op.key in result.retry)]
+            if not batch:
+                continue
+            for op, error in zip(batch, self._write(batch), strict=True):
+                attempted.add(op.key)
+                result.by_kind[op.kind] = result.by_kind.get(op.kind, 0) + 1
+                if self.on_write is not None:
+                    self.on_write(op, error is None)
+                if error is None:
+                    continue
                 result.failed += 1
                 if op.key:
                     result.retry.add(op.key)
@@ -274,19 +342,25 @@ class Reconciler(Generic[V]):
         now = self.clock()
         return {key for key, (_, at) in self.failing.items() if at <= now}
 
-    def _write(self, op: Op) -> str | None:
-        """Perform one write with a few quick retries; returns the error text, None on success."""
+    def _write(self, ops: list[Op]) -> list[str | None]:
+        """Perform the writes, retrying the failed ones a few times with a short backoff;
+        returns per write None on success or the last error text."""
+        errors: list[str | None] = [None] * len(ops)
+        todo = list(range(len(ops)))
         delay = self.backoff
         for attempt in range(1, self.retries + 1):
             try:
-                self.datapath.apply(op)
-                return None
-            except Exception as err:  # netlink errors are many kinds; every one is retried
-                if attempt == self.retries:
-                    return str(err)
-                time.sleep(delay)
-                delay *= 2
-        return "no attempt made"
+                outcome = self.datapath.apply_many([ops[i] for i in todo])
+            except Exception as err:  # the device as a whole: every write of the batch failed
+                outcome = [str(err) or type(err).__name__] * len(todo)
+            for i, error in zip(todo, outcome, strict=True):
+                errors[i] = error
+            todo = [i for i in todo if errors[i] is not None]
+            if not todo or attempt == self.retries:
+                break
+            time.sleep(delay)
+            delay *= 2
+        return errors
 
     def _report(self, kind: str, result: SyncResult, start: float) -> None:
         if kind == "full" and not self.first_sync_done.is_set():

@@ -17,10 +17,11 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from backend import netlink
+from backend import netlink, nlbulk
 from backend.reconcile import KernelState, Op, PeerEntry
 from subnet.config import ConfigError, json_fields
 from subnet.lease import Lease
@@ -193,12 +194,20 @@ class VxlanDevice:
         self.network: str | None = None
         self._lock = threading.Lock()
         self._ipr: Any = ipr
+        self._bulk: nlbulk.BulkSocket | None = None
 
     @property
     def ipr(self) -> Any:
         if self._ipr is None:
             self._ipr = netlink.IPRoute()
         return self._ipr
+
+    @property
+    def bulk(self) -> nlbulk.BulkSocket:
+        """The socket for per-peer writes and dumps, opened in the current network namespace."""
+        if self._bulk is None:
+            self._bulk = nlbulk.BulkSocket()
+        return self._bulk
 
     @property
     def mac(self) -> str:
@@ -209,6 +218,9 @@ class VxlanDevice:
         return self.spec.mtu
 
     def close(self) -> None:
+        if self._bulk is not None:
+            self._bulk.close()
+            self._bulk = None
         if self._ipr is not None:
             self._ipr.close()
             self._ipr = None
@@ -298,47 +310,65 @@ class VxlanDevice:
     def dump(self) -> KernelState:
         """The per-peer objects flanneld-py owns on the device (see `owned_state`)."""
         with self._lock:
-            return owned_state(self.ipr, self.index, self.family, self.network)
+            return owned_state(self.bulk, self.index, self.family, self.network)
 
-    def apply(self, op: Op) -> None:
-        """Perform one kernel write for a peer (see `backend.reconcile.Op`)."""
-        ipr, index = self.ipr, self.index
-        with self._lock:
+    def apply_many(self, ops: Sequence[Op]) -> list[str | None]:
+        """Perform kernel writes for peers (see `backend.reconcile.Op`) through the bulk
+        netlink socket; per write None on success or the kernel's error text."""
+        index, requests = self.index, []
+        for op in ops:
             if op.kind == "neigh":
-                if op.action == "replace":
-                    netlink.replace_neigh(ipr, index, op.a, op.b or "")
-                else:
-                    netlink.delete_neigh(ipr, index, op.a)
+                message = nlbulk.neigh_request(op.action, 0, index, op.a, op.b)
             elif op.kind == "fdb":
-                if op.action == "replace":
-                    netlink.replace_fdb(ipr, index, op.a, op.b or "")
-                else:
-                    netlink.delete_fdb(ipr, index, op.a, op.b or "")
-            elif op.action == "replace":
-                netlink.replace_route(ipr, index, op.a, op.b or "")
+                message = nlbulk.fdb_request(op.action, 0, index, op.a, op.b or "")
             else:
-                netlink.delete_route(ipr, index, op.a)
+                message = nlbulk.route_request(op.action, 0, index, op.a, op.b)
+            requests.append(nlbulk.Request(message, missing_ok=op.action == "delete"))
+        with self._lock:
+            return self.bulk.execute(requests)
 
 
-def owned_state(ipr: Any, index: int, family: int, network: str | None) -> KernelState:
+def owned_state(
+    bulk: nlbulk.BulkSocket, index: int, family: int, network: str | None
+) -> KernelState:
     """The per-peer objects flanneld-py owns on a flannel device: permanent neighbour entries
     and main-table routes inside the cluster `network` (CIDR text; None: all), and permanent FDB
     entries with a unicast MAC. Anything else an operator put there (a route to another network,
     the all-zeros flood entry) is not listed, so it is never removed."""
-    neighs = netlink.dump_neighs(ipr, index, family)
-    fdb = netlink.dump_fdb(ipr, index, family)
-    routes = netlink.dump_routes(ipr, index, family)
-    net = ipaddress.ip_network(network) if network else None
-
-    def ours(cidr: str) -> bool:
-        n = ipaddress.ip_network(cidr, strict=False)
-        return net is None or (n.version == net.version and n.subnet_of(net))  # type: ignore[arg-type]
-
+    neighs = bulk.dump_neighs(index, family)
+    fdb = bulk.dump_fdb(index, family)
+    routes = bulk.dump_routes(index, family)
+    if network is not None:
+        net = ipaddress.ip_network(network)
+        inside = _Inside(net)
+        neighs = {ip: mac for ip, mac in neighs.items() if inside.address(ip)}
+        routes = {dst: gw for dst, gw in routes.items() if inside.cidr(dst)}
     return KernelState(
-        neighs={ip: mac for ip, mac in neighs.items() if ours(ip)},
-        fdb={(mac, dst) for mac, dst in fdb if mac != ZERO_MAC},
-        routes={dst: gw for dst, gw in routes.items() if ours(dst)},
+        neighs=neighs, fdb={(mac, dst) for mac, dst in fdb if mac != ZERO_MAC}, routes=routes
     )
+
+
+class _Inside:
+    """Fast membership tests of address and CIDR strings in one network (no parsing into
+    ipaddress objects, which would dominate a resync pass at thousands of peers)."""
+
+    def __init__(self, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
+        self.version = net.version
+        self.lo = int(net.network_address)
+        self.hi = int(net.broadcast_address)
+        self.prefixlen = net.prefixlen
+        self.family = socket.AF_INET if net.version == 4 else socket.AF_INET6
+
+    def address(self, ip: str) -> bool:
+        try:
+            value = int.from_bytes(socket.inet_pton(self.family, ip), "big")
+        except OSError:
+            return False
+        return self.lo <= value <= self.hi
+
+    def cidr(self, cidr: str) -> bool:
+        ip, _, plen = cidr.partition("/")
+        return self.address(ip) and int(plen or 128) >= self.prefixlen
 
 
 def check_peer_subnet(lease: Lease, network: Any, own_subnet: Any) -> None:

@@ -957,6 +957,7 @@ def _own_from_node(obs: Observed, node: dict[str, Any], names: AnnotationNames) 
 def _read_kernel(obs: Observed, opts: Options, public_ip: str) -> None:
     """The device, its entries, the pods' bridge and the external interface into `obs`."""
     from backend import netlink
+    from backend.nlbulk import BulkSocket
     from backend.vxlan import owned_state
     from flanneld_py.iface import InterfaceError, select_interface
 
@@ -986,7 +987,13 @@ def _read_kernel(obs: Observed, opts: Options, public_ip: str) -> None:
         ]
         network = obs.config.network if obs.config is not None else None
         network = network or env_v4(obs.env, "FLANNEL_NETWORK")
-        obs.kernel = owned_state(ipr, dev.index, socket.AF_INET, str(network) if network else None)
+        bulk = BulkSocket()
+        try:
+            obs.kernel = owned_state(
+                bulk, dev.index, socket.AF_INET, str(network) if network else None
+            )
+        finally:
+            bulk.close()
     except (OSError, netlink.NetlinkError) as err:
         obs.kernel_error = str(err)
     finally:

@@ -403,15 +403,17 @@ class EtcdSubnetManager:
 
     # --- own lease ------------------------------------------------------------------------------
 
-    def _leases(self) -> list[Lease]:
-        items, _ = self.registry.list_subnets()
+    def _leases(self) -> tuple[list[Lease], int]:
+        """Every valid lease (one range request, no per-key TTL lookups; invalid ones are
+        logged and counted) and the store revision of the listing."""
+        items, revision = self.registry.list_subnets()
         out = []
         for item in items:
             try:
                 out.append(decode_lease(item))
             except LeaseFormatError as err:
                 self._invalid(item, str(err))
-        return out
+        return out, revision
 
     def _invalid(self, item: StoredLease, reason: str) -> None:
         """Log an invalid key once per key and reason (memory bounded by the number of keys)."""
@@ -435,7 +437,7 @@ class EtcdSubnetManager:
         """
         rng = rng or random.Random()
         for _ in range(RACE_RETRIES):
-            leases = self._leases()
+            leases, _ = self._leases()
             choice = choose_subnets(
                 cfg, leases, attrs.public_ip, attrs.public_ipv6, self.previous, rng
             )
@@ -515,16 +517,8 @@ class EtcdSubnetManager:
         while not stop.is_set():
             try:
                 if revision is None:
-                    items, rev = self.registry.list_subnets()
-                    leases = []
-                    for item in items:
-                        try:
-                            leases.append(decode_lease(item))
-                        except LeaseFormatError as err:
-                            self._invalid(item, str(err))
-                    on_snapshot([(lease.key, lease) for lease in leases])
+                    revision = self._snapshot(on_snapshot) + 1
                     on_state("listed")
-                    revision = rev + 1
                 events, cancel = self.registry.watch(self.registry.subnets_prefix, revision)
                 current[:] = [cancel]
                 on_state("watching")
@@ -553,6 +547,14 @@ class EtcdSubnetManager:
                 revision = None
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    def _snapshot(self, on_snapshot: Callable[[list[tuple[str, Lease]]], None]) -> int:
+        """List every lease (one range request, no per-key TTL lookups), hand the valid ones to
+        `on_snapshot`, and return the store revision of the listing. The listing is dropped on
+        return: at thousands of leases it is several MiB the watch loop must not keep alive."""
+        leases, revision = self._leases()
+        on_snapshot([(lease.key, lease) for lease in leases])
+        return revision
 
     def _handle_event(
         self, ev: WatchEvent, on_put: Callable[[str, Lease], None], on_delete: Callable[[str], None]

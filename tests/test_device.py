@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Iterator
 
 import pytest
-from pyroute2 import IPRoute, netns
+from pyroute2 import IPRoute
 
 from backend.reconcile import KernelState, Op
 from backend.vxlan import VXLANConfig, VxlanDevice
 from flanneld_py.iface import InterfaceError, select_interface
-from tests.testbed import in_private_netns, sh
+from tests.testbed import in_private_netns, inside, sh
 
 pytestmark = pytest.mark.kernel
 
@@ -38,16 +37,6 @@ def ns() -> Iterator[str]:
         sh(["ip", "netns", "del", name], check=False)
 
 
-@contextlib.contextmanager
-def inside(name: str) -> Iterator[None]:
-    """Sockets created in this block belong to namespace `name` (no fork)."""
-    netns.pushns(name)
-    try:
-        yield
-    finally:
-        netns.popns()
-
-
 def link_json(ns: str, dev: str) -> dict[str, object]:
     res = sh(["ip", "netns", "exec", ns, "ip", "-d", "-j", "link", "show", dev])
     out: dict[str, object] = json.loads(res.stdout)[0]
@@ -60,7 +49,8 @@ def make_device(ns: str, cfg: VXLANConfig | None = None) -> VxlanDevice:
         index = ipr.link_lookup(ifname="eth0")[0]
         ipr.close()
         dev = VxlanDevice(cfg or VXLANConfig(), 4, "198.51.100.1", index, 1500)
-        dev.ipr  # noqa: B018 - open the socket inside the namespace
+        dev.ipr  # noqa: B018 - open the sockets inside the namespace
+        dev.bulk  # noqa: B018
     return dev
 
 
@@ -160,7 +150,7 @@ def test_peer_entries_round_trip_through_the_kernel(ns: str) -> None:
             Op("fdb", "replace", "0e:00:00:00:00:02", "198.51.100.2"),
             Op("route", "replace", "10.244.2.0/24", "10.244.2.0"),
         ]:
-            dev.apply(op)
+            assert dev.apply_many([op]) == [None], op
         assert dev.dump() == KernelState(
             {"10.244.2.0": "0e:00:00:00:00:02"},
             {("0e:00:00:00:00:02", "198.51.100.2")},
@@ -174,7 +164,7 @@ def test_peer_entries_round_trip_through_the_kernel(ns: str) -> None:
             Op("neigh", "delete", "10.244.2.0", "0e:00:00:00:00:02"),
             Op("route", "delete", "10.244.2.0/24", "10.244.2.0"),  # already gone: fine
         ]:
-            dev.apply(op)
+            assert dev.apply_many([op]) == [None], op
         assert dev.dump() == KernelState()
     finally:
         dev.close()

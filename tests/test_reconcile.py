@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -59,6 +61,16 @@ class FakeDatapath:
             self.state = KernelState()
             return True
         return False
+
+    def apply_many(self, ops: Sequence[Op]) -> list[str | None]:
+        out: list[str | None] = []
+        for op in ops:
+            try:
+                self.apply(op)
+                out.append(None)
+            except OSError as err:
+                out.append(str(err))
+        return out
 
     def apply(self, op: Op) -> None:
         self.attempts.append(op)
@@ -324,6 +336,60 @@ def test_sync_keys_removes_a_departed_peer() -> None:
     assert result.retry == set()
     assert set(r.programmed) == {"k3"}
     assert dp.state == KernelState.of([entry(3, MAC_B)])
+
+
+def test_an_fdb_entry_two_leases_share_stays_until_both_are_gone() -> None:
+    """A node holding two leases (old and new subnet) has one VTEP MAC and public IP."""
+    table: PeerTable[PeerEntry] = PeerTable()
+    shared = "192.168.0.9"
+    table.reset([("k2", entry(2, public=shared)), ("k3", entry(3, public=shared))])
+    dp = FakeDatapath()
+    r = reconciler(table, dp)
+    r.full_sync()
+    table.remove("k2")
+    r.sync_keys({"k2"})
+    assert (MAC_A, shared) in dp.state.fdb
+    assert "10.5.2.0/24" not in dp.state.routes
+    table.remove("k3")
+    r.sync_keys({"k3"})
+    assert dp.state == KernelState()
+
+
+def test_an_incremental_pass_costs_the_same_at_any_table_size() -> None:
+    table: PeerTable[PeerEntry] = PeerTable()
+    table.reset([(f"k{n}", PeerEntry(f"10.{n // 256}.{n % 256}.0/24", f"10.{n // 256}.{n % 256}.0",
+                                     MAC_A, "192.168.0.1")) for n in range(2000)])  # fmt: skip
+    dp = FakeDatapath()
+    r = reconciler(table, dp)
+    r.full_sync()
+    walked: list[str] = []
+    items = table.items
+
+    def counted_items() -> list[tuple[str, PeerEntry]]:
+        walked.append("table")
+        return items()
+
+    table.items = counted_items  # type: ignore[method-assign]
+    programmed = r.programmed
+    r.programmed = _NoIteration(programmed)
+    dp.log.clear()
+    table.upsert("k7", PeerEntry("10.99.0.0/24", "10.99.0.0", MAC_B, "192.168.0.2"))
+    r.sync_keys({"k7"})
+    assert walked == []
+    assert [op.action for op in dp.log] == ["replace"] * 3 + ["delete"] * 2
+
+
+class _NoIteration(dict[str, PeerEntry]):
+    """A dict that fails the test when something walks through it."""
+
+    def __iter__(self) -> Any:
+        raise AssertionError("an incremental pass walked every programmed peer")
+
+    def items(self) -> Any:
+        raise AssertionError("an incremental pass walked every programmed peer")
+
+    def values(self) -> Any:
+        raise AssertionError("an incremental pass walked every programmed peer")
 
 
 def test_sync_keys_for_an_unknown_key_does_nothing() -> None:

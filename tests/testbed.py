@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -106,6 +106,19 @@ def die_with_parent() -> None:
 
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+@contextlib.contextmanager
+def inside(netns_name: str) -> Iterator[None]:
+    """Sockets created in this block belong to namespace `netns_name` (setns on this thread
+    only, no fork; pyroute2 `netns.pushns`)."""
+    from pyroute2 import netns
+
+    netns.pushns(netns_name)
+    try:
+        yield
+    finally:
+        netns.popns()
 
 
 def remove_stale_namespaces() -> None:

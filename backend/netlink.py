@@ -13,9 +13,13 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import ndmsg
+from backend.pyroute2_lite import ensure_lite
+
+ensure_lite()
+
+from pyroute2.iproute.linux import IPRoute  # noqa: E402 - after ensure_lite
+from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402
+from pyroute2.netlink.rtnl import ndmsg  # noqa: E402
 
 NUD_PERMANENT = ndmsg.states["permanent"]
 NTF_SELF = ndmsg.flags["self"]

@@ -44,9 +44,8 @@ import os
 import select
 import socket
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 AF_BRIDGE = 7
 NETLINK_ROUTE = 0
@@ -80,7 +79,8 @@ _RTMSG = struct.Struct("=BBBBBBBBI")
 _ATTR = struct.Struct("=HH")
 _U32_ATTR = struct.Struct("=HHI")
 _ERR = struct.Struct("=i")
-_SEQ = struct.Struct("=I")
+_SEQ = _U32 = struct.Struct("=I")
+_MAC_HDR = _ATTR.pack(10, NDA_LLADDR)  # a 6-byte NDA_LLADDR attribute
 
 _REPLACE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
 _DELETE = NLM_F_REQUEST | NLM_F_ACK
@@ -191,8 +191,7 @@ class BulkSocket:
         granted = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         self.window = max(16, min(window, granted // 2048))
         self.seq = 0
-        self._buf = bytearray(1 << 20)
-        self._memo: dict[tuple[str, int, int], dict[bytes, Any]] = {}
+        self._buf = bytearray(64 << 10)  # a dump part is at most 32 KiB; an ack 36 bytes
 
     def close(self) -> None:
         self.sock.close()
@@ -282,11 +281,10 @@ class BulkSocket:
 
     # --- dumps -----------------------------------------------------------------------------------
     #
-    # A resync pass reads thousands of entries that did not change since the last pass, so each
-    # table keeps a memo from an entry's stable bytes (the message without its changing parts:
-    # the neighbour cache timers) to its decoded value. Unchanged entries then cost one slice and
-    # one dictionary lookup; only new or changed messages are decoded. A memo holds the entries
-    # of the last dump only.
+    # A resync pass reads every entry of the device. The kernel writes the attributes flanneld-py
+    # needs first and in a fixed order (neighbour: NDA_DST, NDA_LLADDR; FDB: NDA_LLADDR, NDA_DST),
+    # so a message with that layout is decoded from fixed offsets; any other goes through the
+    # general attribute walk.
 
     def _dump(self, kind: int, body: bytes) -> Iterator[bytes]:
         """Yield the body (after the netlink header) of every message of a dump.
@@ -314,98 +312,66 @@ class BulkSocket:
                     yield bytes(buf[off + 16 : off + length])
                 off += (length + 3) & ~3
 
-    def _memo_dump(
-        self,
-        name: str,
-        index: int,
-        family: int,
-        request: tuple[int, bytes],
-        stable: int | None,
-        decode: Callable[[bytes, int, int], Any],
-    ) -> Iterator[Any]:
-        """Dump with `request` (message type, body) and yield the decoded value of every entry
-        of link `index` and `family`. `stable` is the length of the part of a message that
-        identifies its value (None: all of it); `decode(body, index, family)` returns the
-        value or `_SKIP`."""
-        memo = self._memo.get((name, index, family), {})
-        seen: dict[bytes, Any] = {}
-        routes = request[0] == RTM_GETROUTE
-        for body in self._dump(*request):
-            if routes and body[4] not in (RT_TABLE_MAIN, RT_TABLE_COMPAT):
-                continue  # the local table and others: never ours, not worth remembering
-            key = body if stable is None else body[:stable]
-            value = memo.get(key)
-            if value is None:
-                value = decode(body, index, family)
-            seen[key] = value
-            if value is not _SKIP:
-                yield value
-        self._memo[(name, index, family)] = seen
-
     def dump_neighs(self, index: int, family: int) -> dict[str, str]:
         """Permanent neighbour entries of link `index` for `family`: {IP: MAC (lowercase)}."""
         req = _NDMSG.pack(family, 0, 0, 0, 0) + _U32_ATTR.pack(8, 8, index)  # NDA_IFINDEX
-        # ndmsg, NDA_DST, NDA_LLADDR: what the kernel sends first; timers follow
-        stable = 12 + 4 + (4 if family == socket.AF_INET else 16) + 12
-        return dict(
-            self._memo_dump("neigh", index, family, (RTM_GETNEIGH, req), stable, _decode_neigh)
-        )
+        size = 4 if family == socket.AF_INET else 16
+        dst_hdr = _ATTR.pack(4 + size, NDA_DST)
+        mac_at = 12 + 4 + size
+        out: dict[str, str] = {}
+        for body in self._dump(RTM_GETNEIGH, req):
+            fam, ifindex, state, _, _ = _NDMSG.unpack_from(body, 0)
+            if ifindex != index or fam != family or not state & NUD_PERMANENT:
+                continue
+            if body[12:16] == dst_hdr and body[mac_at : mac_at + 4] == _MAC_HDR:
+                out[socket.inet_ntop(family, body[16:mac_at])] = body[mac_at + 4 : mac_at + 10].hex(
+                    ":"
+                )
+                continue
+            attrs = _attrs(body, 12, len(body))
+            dst, mac = attrs.get(NDA_DST), attrs.get(NDA_LLADDR)
+            if dst is not None:
+                out[socket.inet_ntop(family, dst)] = mac.hex(":") if mac else ""
+        return out
 
     def dump_fdb(self, index: int, family: int) -> set[tuple[str, str]]:
         """Permanent FDB entries of link `index` whose remote is of `family`: {(MAC, remote)}."""
         # an ifinfomsg-sized header: the kernel filters an AF_BRIDGE dump by its ifindex
         req = struct.pack("=BxHiII", AF_BRIDGE, 0, index, 0, 0)
-        stable = 12 + 12 + 4 + (4 if family == socket.AF_INET else 16)  # ndmsg, LLADDR, DST
-        return set(self._memo_dump("fdb", index, family, (RTM_GETNEIGH, req), stable, _decode_fdb))
+        size = 4 if family == socket.AF_INET else 16
+        dst_hdr = _ATTR.pack(4 + size, NDA_DST)
+        out: set[tuple[str, str]] = set()
+        for body in self._dump(RTM_GETNEIGH, req):
+            _, ifindex, state, _, _ = _NDMSG.unpack_from(body, 0)
+            if ifindex != index or not state & NUD_PERMANENT:
+                continue
+            if body[12:16] == _MAC_HDR and body[24:28] == dst_hdr:
+                out.add((body[16:22].hex(":"), socket.inet_ntop(family, body[28 : 28 + size])))
+                continue
+            attrs = _attrs(body, 12, len(body))
+            dst, mac = attrs.get(NDA_DST), attrs.get(NDA_LLADDR)
+            if dst is not None and len(dst) == size and mac:
+                out.add((mac.hex(":"), socket.inet_ntop(family, dst)))
+        return out
 
     def dump_routes(self, index: int, family: int) -> dict[str, str | None]:
         """Main-table routes through link `index` for `family`: {"dst/len": gateway or None}."""
-        req = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
-        return dict(
-            self._memo_dump("route", index, family, (RTM_GETROUTE, req), None, _decode_route)
-        )
-
-
-_SKIP: Any = ("skip",)  # a memo value: an entry that is not one of the requested ones
-
-
-def _decode_neigh(body: bytes, index: int, family: int) -> Any:
-    fam, ifindex, state, _, _ = _NDMSG.unpack_from(body, 0)
-    if ifindex != index or fam != family or not state & NUD_PERMANENT:
-        return _SKIP
-    attrs = _attrs(body, 12, len(body))
-    dst, mac = attrs.get(NDA_DST), attrs.get(NDA_LLADDR)
-    if dst is None:
-        return _SKIP
-    return socket.inet_ntop(family, dst), mac.hex(":") if mac else ""
-
-
-def _decode_fdb(body: bytes, index: int, family: int) -> Any:
-    _, ifindex, state, _, _ = _NDMSG.unpack_from(body, 0)
-    if ifindex != index or not state & NUD_PERMANENT:
-        return _SKIP
-    attrs = _attrs(body, 12, len(body))
-    dst, mac = attrs.get(NDA_DST), attrs.get(NDA_LLADDR)
-    if dst is None or len(dst) != (4 if family == socket.AF_INET else 16) or not mac:
-        return _SKIP
-    return mac.hex(":"), socket.inet_ntop(family, dst)
-
-
-def _decode_route(body: bytes, index: int, family: int) -> Any:
-    fam, dst_len, _, _, table, _, _, _, _ = _RTMSG.unpack_from(body, 0)
-    if fam != family:
-        return _SKIP
-    attrs = _attrs(body, 12, len(body))
-    tab = attrs.get(RTA_TABLE)
-    if (struct.unpack("=I", tab)[0] if tab else table) != RT_TABLE_MAIN:
-        return _SKIP
-    oif, dst = attrs.get(RTA_OIF), attrs.get(RTA_DST)
-    if oif is None or struct.unpack("=I", oif)[0] != index or dst is None:
-        return _SKIP
-    gw = attrs.get(RTA_GATEWAY)
-    return f"{socket.inet_ntop(family, dst)}/{dst_len}", socket.inet_ntop(
-        family, gw
-    ) if gw else None
+        out: dict[str, str | None] = {}
+        for body in self._dump(RTM_GETROUTE, _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)):
+            if body[0] != family or body[4] not in (RT_TABLE_MAIN, RT_TABLE_COMPAT):
+                continue  # the local table and others: never ours
+            attrs = _attrs(body, 12, len(body))
+            tab = attrs.get(RTA_TABLE)
+            if tab is not None and _U32.unpack(tab)[0] != RT_TABLE_MAIN:
+                continue
+            oif, dst = attrs.get(RTA_OIF), attrs.get(RTA_DST)
+            if oif is None or _U32.unpack(oif)[0] != index or dst is None:
+                continue
+            gw = attrs.get(RTA_GATEWAY)
+            out[f"{socket.inet_ntop(family, dst)}/{body[1]}"] = (
+                socket.inet_ntop(family, gw) if gw else None
+            )
+        return out
 
 
 def _attrs(view: bytes | memoryview, off: int, end: int) -> dict[int, bytes]:

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from subnet.peers import PeerTable
 
@@ -106,50 +106,54 @@ def diff(
 
 
 class ObjectRefs:
-    """How many programmed peers need each kernel object, so that an incremental pass can tell
-    in O(1) whether an object a changed peer no longer needs is still another peer's (two
-    leases of one node share its FDB entry, for instance)."""
+    """How many programmed peers need each shared kernel object, so that an incremental pass
+    can tell in O(1) whether an object a changed peer no longer needs is still another peer's:
+    two leases of one node share its FDB entry, and subnets of different lengths with the same
+    network address share a neighbour entry. Routes are never shared (one peer per subnet, see
+    `Reconciler.desired`); `subnet_owner` records whose each subnet is."""
 
     def __init__(self) -> None:
-        self.counts: dict[tuple[str, object], int] = {}
+        self.neighs: dict[str, int] = {}
+        self.fdb: dict[tuple[str, str], int] = {}
         self.subnet_owner: dict[str, str] = {}  # subnet -> key of the peer programmed with it
-
-    @staticmethod
-    def objects(e: PeerEntry) -> tuple[tuple[str, object], ...]:
-        return (("neigh", e.vtep_ip), ("fdb", (e.vtep_mac, e.public_ip)), ("route", e.subnet))
 
     def add(self, key: str, e: PeerEntry) -> None:
         self.subnet_owner[e.subnet] = key
-        for obj in self.objects(e):
-            self.counts[obj] = self.counts.get(obj, 0) + 1
+        self.neighs[e.vtep_ip] = self.neighs.get(e.vtep_ip, 0) + 1
+        fdb = (e.vtep_mac, e.public_ip)
+        self.fdb[fdb] = self.fdb.get(fdb, 0) + 1
 
     def remove(self, key: str, e: PeerEntry) -> None:
         if self.subnet_owner.get(e.subnet) == key:
             del self.subnet_owner[e.subnet]
-        for obj in self.objects(e):
-            left = self.counts.get(obj, 0) - 1
-            if left > 0:
-                self.counts[obj] = left
-            else:
-                self.counts.pop(obj, None)
+        _decrement(self.neighs, e.vtep_ip)
+        _decrement(self.fdb, (e.vtep_mac, e.public_ip))
 
     def still_needed(self, leaving: Iterable[PeerEntry]) -> KernelState:
         """The objects of the `leaving` entries that programmed peers other than them need."""
-        own: dict[tuple[str, object], int] = {}
         leaving = list(leaving)
+        own_neighs: dict[str, int] = {}
+        own_fdb: dict[tuple[str, str], int] = {}
         for e in leaving:
-            for obj in self.objects(e):
-                own[obj] = own.get(obj, 0) + 1
+            own_neighs[e.vtep_ip] = own_neighs.get(e.vtep_ip, 0) + 1
+            fdb = (e.vtep_mac, e.public_ip)
+            own_fdb[fdb] = own_fdb.get(fdb, 0) + 1
         keep = KernelState()
         for e in leaving:
-            if self.counts.get(("neigh", e.vtep_ip), 0) > own[("neigh", e.vtep_ip)]:
+            if self.neighs.get(e.vtep_ip, 0) > own_neighs[e.vtep_ip]:
                 keep.neighs[e.vtep_ip] = e.vtep_mac
             fdb = (e.vtep_mac, e.public_ip)
-            if self.counts.get(("fdb", fdb), 0) > own[("fdb", fdb)]:
+            if self.fdb.get(fdb, 0) > own_fdb[fdb]:
                 keep.fdb.add(fdb)
-            if self.counts.get(("route", e.subnet), 0) > own[("route", e.subnet)]:
-                keep.routes[e.subnet] = e.vtep_ip
         return keep
+
+
+def _decrement(counts: dict[Any, int], obj: object) -> None:
+    left = counts.get(obj, 0) - 1
+    if left > 0:
+        counts[obj] = left
+    else:
+        counts.pop(obj, None)
 
 
 class Datapath(Protocol):

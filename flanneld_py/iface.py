@@ -13,7 +13,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from pyroute2 import IPRoute
+from backend.netlink import IPRoute
 
 
 class InterfaceError(RuntimeError):

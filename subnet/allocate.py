@@ -9,6 +9,7 @@ together from racing for the same subnet.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import random
 from collections.abc import Iterable, Sequence
@@ -64,20 +65,40 @@ def _overlaps(net: IPNetwork, used: Iterable[IPNetwork]) -> bool:
     return any(net.version == u.version and net.overlaps(u) for u in used)
 
 
+class _Occupied:
+    """The address ranges of used subnets of one IP version, for O(log n) overlap tests: a
+    candidate [lo, hi] overlaps a used range when some range starting at or before hi ends at
+    or after lo (sorted starts, running maximum of the ends)."""
+
+    def __init__(self, used: Iterable[IPNetwork]) -> None:
+        ranges = sorted((int(u.network_address), int(u.broadcast_address)) for u in used)
+        self.starts = [lo for lo, _ in ranges]
+        self.max_end: list[int] = []
+        top = -1
+        for _, hi in ranges:
+            top = max(top, hi)
+            self.max_end.append(top)
+
+    def overlaps(self, lo: int, hi: int) -> bool:
+        i = bisect.bisect_right(self.starts, hi)
+        return i > 0 and self.max_end[i - 1] >= lo
+
+
 def free_subnets(
     cfg: NetworkConfig, version: int, used: Sequence[IPNetwork], limit: int = CANDIDATES
 ) -> list[IPNetwork]:
-    """The first `limit` subnets from SubnetMin up to SubnetMax that overlap no `used` subnet."""
+    """The first `limit` subnets from SubnetMin up to SubnetMax that overlap no `used` subnet.
+
+    O((candidates walked + used) log used): fast at thousands of leases."""
     fam = cfg.family(version)
     assert fam.subnet_min is not None and fam.subnet_max is not None, "config not checked"
     size = 1 << ((32 if version == 4 else 128) - fam.subnet_len)
-    used_same = [u for u in used if u.version == version]
+    occupied = _Occupied(u for u in used if u.version == version)
     out: list[IPNetwork] = []
     addr = int(fam.subnet_min)
     while addr <= int(fam.subnet_max) and len(out) < limit:
-        net = ipaddress.ip_network((addr, fam.subnet_len))
-        if not _overlaps(net, used_same):
-            out.append(net)
+        if not occupied.overlaps(addr, addr + size - 1):
+            out.append(ipaddress.ip_network((addr, fam.subnet_len)))
         addr += size
     return out
 

@@ -362,6 +362,10 @@ class EtcdSubnetManager:
         self.previous = previous
         self.on_invalid = on_invalid or (lambda key, reason: None)
         self._invalid_seen: dict[str, str] = {}  # full key -> reason last logged
+        # the listing of the first acquisition, with this node's lease added and the store
+        # revision it was taken at: the watch starts from it instead of listing again
+        self._listing: tuple[list[Lease], int] | None = None
+        self._watch_started = False
 
     renews = True
 
@@ -415,6 +419,14 @@ class EtcdSubnetManager:
                 self._invalid(item, str(err))
         return out, revision
 
+    def _keep_listing(self, leases: list[Lease], revision: int, own: Lease) -> Lease:
+        """Before the watch starts, keep the acquisition's listing (with `own`, this node's new
+        lease, in place of its key's old value) for the watch's first snapshot. Returns `own`."""
+        if not self._watch_started:
+            others = [lease for lease in leases if lease.key != own.key]
+            self._listing = ([*others, own], revision)
+        return own
+
     def _invalid(self, item: StoredLease, reason: str) -> None:
         """Log an invalid key once per key and reason (memory bounded by the number of keys)."""
         if self._invalid_seen.get(item.key) != reason:
@@ -437,7 +449,7 @@ class EtcdSubnetManager:
         """
         rng = rng or random.Random()
         for _ in range(RACE_RETRIES):
-            leases, _ = self._leases()
+            leases, revision = self._leases()
             choice = choose_subnets(
                 cfg, leases, attrs.public_ip, attrs.public_ipv6, self.previous, rng
             )
@@ -452,18 +464,28 @@ class EtcdSubnetManager:
                 if lease.lease_id == 0:  # a reservation stays leaseless (decisions #7)
                     self.registry.put(self._key(lease.key), value, 0)
                     log.info("using reserved subnet %s", lease.key)
-                    return Lease(lease.subnet, lease.ipv6_subnet, attrs, None, 0)
+                    return self._keep_listing(
+                        leases, revision, Lease(lease.subnet, lease.ipv6_subnet, attrs, None, 0)
+                    )
                 lease_id = self.registry.grant(SUBNET_TTL)
                 self.registry.put(self._key(lease.key), value, lease_id)
                 log.info("reusing lease %s (%s)", lease.key, choice.reason)
-                return Lease(
-                    lease.subnet, lease.ipv6_subnet, attrs, time.time() + SUBNET_TTL, lease_id
+                return self._keep_listing(
+                    leases,
+                    revision,
+                    Lease(
+                        lease.subnet, lease.ipv6_subnet, attrs, time.time() + SUBNET_TTL, lease_id
+                    ),
                 )
             new = Lease(choice.subnet, choice.ipv6_subnet, attrs)
             lease_id = self.registry.grant(SUBNET_TTL)
             if self.registry.create(self._key(new.key), value, lease_id):
                 log.info("acquired lease %s (%s)", new.key, choice.reason)
-                return Lease(new.subnet, new.ipv6_subnet, attrs, time.time() + SUBNET_TTL, lease_id)
+                return self._keep_listing(
+                    leases,
+                    revision,
+                    Lease(new.subnet, new.ipv6_subnet, attrs, time.time() + SUBNET_TTL, lease_id),
+                )
             self.registry.revoke(lease_id)
             log.info("subnet %s was taken by another node meanwhile; trying another", new.key)
             self.previous = (None, None)
@@ -506,6 +528,7 @@ class EtcdSubnetManager:
         """
         revision: int | None = None
         backoff = 0.1
+        self._watch_started = True
         current: list[Callable[[], None]] = []  # the open watch's cancel, for the stopper
 
         def stopper() -> None:
@@ -549,10 +572,16 @@ class EtcdSubnetManager:
                 backoff = min(backoff * 2, 5.0)
 
     def _snapshot(self, on_snapshot: Callable[[list[tuple[str, Lease]]], None]) -> int:
-        """List every lease (one range request, no per-key TTL lookups), hand the valid ones to
-        `on_snapshot`, and return the store revision of the listing. The listing is dropped on
-        return: at thousands of leases it is several MiB the watch loop must not keep alive."""
-        leases, revision = self._leases()
+        """Hand every valid lease to `on_snapshot` and return the store revision they are from.
+
+        The first snapshot reuses the listing of this node's lease acquisition (Go flanneld lists
+        twice at start-up); later ones list again (one range request, no per-key TTL lookups).
+        The listing is dropped on return: at thousands of leases it is several MiB the watch
+        loop must not keep alive."""
+        if self._listing is not None:  # the acquisition's, taken moments ago
+            (leases, revision), self._listing = self._listing, None
+        else:
+            leases, revision = self._leases()
         on_snapshot([(lease.key, lease) for lease in leases])
         return revision
 

@@ -13,6 +13,8 @@ import random
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from subnet.allocate import (
     CANDIDATES,
@@ -368,3 +370,22 @@ def test_dual_stack_previous_needs_both_families() -> None:
         cfg, [], NEW_NODE, None, previous=(N4("10.3.6.0/24"), N6("fc00:0:0:6::/64"))
     )
     assert (both.subnet, both.ipv6_subnet) == (N4("10.3.6.0/24"), N6("fc00:0:0:6::/64"))
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(16, 30)), max_size=40)
+)
+@settings(max_examples=200, deadline=None)
+def test_free_subnets_equals_a_linear_overlap_check(specs: list[tuple[int, int, int]]) -> None:
+    """The indexed overlap test agrees with comparing every candidate with every used subnet."""
+    used: list[Any] = [
+        ipaddress.ip_network(f"10.3.{b}.{c}/{plen}", strict=False) for b, c, plen in specs
+    ]
+    fam = MOCK_CFG.family(4)
+    assert fam.subnet_min is not None and fam.subnet_max is not None
+    expected = []
+    for addr in range(int(fam.subnet_min), int(fam.subnet_max) + 1, 256):
+        net = ipaddress.ip_network((addr, 24))
+        if not any(net.overlaps(u) for u in used):
+            expected.append(net)
+    assert free_subnets(MOCK_CFG, 4, used, limit=1000) == expected

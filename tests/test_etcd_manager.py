@@ -299,3 +299,37 @@ def test_lease_created_between_list_and_watch_is_seen(etcd_url: str, etcd_prefix
         stop.set()
         reg.client.delete_prefix(etcd_prefix)
         reg.close()
+
+
+class CountsLists(EtcdRegistry):
+    lists = 0
+
+    def list_subnets(self) -> tuple[list[StoredLease], int]:
+        self.lists += 1
+        items, revision = super().list_subnets()
+        return items, revision
+
+
+def test_start_up_lists_the_leases_once(etcd_url: str, etcd_prefix: str) -> None:
+    """The watch's first snapshot is the acquisition's listing with this node's lease in it;
+    changes made after that listing (even before the watch starts) come as events."""
+    reg = CountsLists(EtcdOptions(endpoints=etcd_url, prefix=etcd_prefix))
+    rec = Recorder()
+    stop = threading.Event()
+    try:
+        put_config(reg)
+        prefix = f"{reg.prefix}/subnets"
+        reg.put(f"{prefix}/10.3.1.0-24", attrs("1.1.1.1").encode())
+        sm = EtcdSubnetManager(reg)
+        own = sm.acquire_lease(sm.get_network_config(), attrs("9.9.9.9"))
+        reg.put(f"{prefix}/10.3.2.0-24", attrs("2.2.2.2").encode())  # after the listing
+        t = run_watch(sm, rec, stop)
+        wait_for("the later lease", lambda: "10.3.2.0-24" in rec.puts)
+        assert rec.snapshots == [sorted(["10.3.1.0-24", own.key])]
+        assert reg.lists == 1
+        stop.set()
+        t.join(timeout=10)
+    finally:
+        stop.set()
+        reg.client.delete_prefix(etcd_prefix)
+        reg.close()

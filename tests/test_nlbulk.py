@@ -287,7 +287,7 @@ def test_lost_acknowledgements_are_reported_as_failures_never_as_done(ns: str) -
 
 
 def test_repeated_dumps_see_changes(sockets: tuple[IPRoute, nlbulk.BulkSocket], ns: str) -> None:
-    """Unchanged entries are decoded from the memo of the previous dump; changed ones anew."""
+    """Each dump reads the kernel anew: changes made by others between dumps are seen."""
     _, bulk = sockets
     idx = ifindex(ns)
     assert bulk.execute(requests_for(idx, "replace", 3)) == [None] * 9

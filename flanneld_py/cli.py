@@ -174,7 +174,9 @@ STATUS_HELP = (
 INTRO = (
     "flanneld-py gives this node a subnet of the cluster's pod network, leased from etcd, "
     "writes it to subnet.env for the flannel CNI plugin, and programs the VXLAN overlay to "
-    "every other node. It is a drop-in replacement for flanneld."
+    "every other node. Backends (the network config's Backend.Type): vxlan (the default), and "
+    "alloc, which only leases the subnet and writes subnet.env (no device, no peers). It is a "
+    "drop-in replacement for flanneld."
 )
 
 

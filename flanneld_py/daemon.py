@@ -8,6 +8,11 @@ subnet.env in place, so a restart does not interrupt traffic.
 
 Workers (threads): the etcd watch feeds the desired peer table; the reconciler makes the kernel
 match it; the main thread renews the lease and re-acquires it if it is ever lost (decisions #12).
+
+With the `alloc` backend (`backend.alloc`) the same sequence skips the device: the daemon acquires
+and renews the lease and writes subnet.env, and runs no reconciler. In etcd mode the watch still
+runs, only to notice this node's own lease being lost or overwritten (peers are ignored); in kube
+mode there is no watch at all (as flanneld, which starts no Node informer for alloc).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from backend import alloc
 from backend.netlink import IPRoute
 from backend.reconcile import PeerEntry, Reconciler
 from backend.vxlan import (
@@ -38,7 +44,7 @@ from flanneld_py.iface import InterfaceError, select_interface
 from flanneld_py.observe import Observer
 from flanneld_py.state import ErrorRecorder
 from subnet.allocate import OutOfSubnets, fits
-from subnet.config import ConfigError, NetworkConfig
+from subnet.config import SUPPORTED_BACKENDS, ConfigError, NetworkConfig
 from subnet.errors import ConfigNotFound, DatastoreUnavailable, KubeError
 from subnet.lease import Lease, LeaseAttrs
 from subnet.manager import SubnetManager
@@ -48,7 +54,7 @@ from subnet.subnetenv import SubnetEnv, previous_cidr, read_env_file, write_subn
 log = logging.getLogger("flanneld")
 
 T = TypeVar("T")
-SUPPORTED_BACKENDS = ("vxlan",)
+__all__ = ["SUPPORTED_BACKENDS", "Daemon", "run"]
 RENEW_RETRY = 60.0  # seconds between failed renewals (flannel's value)
 
 
@@ -135,7 +141,9 @@ class Daemon:
         self.lease_lost = threading.Event()
         self.renew_now = threading.Event()  # our lease value was overwritten: re-put it
         self.cfg: NetworkConfig | None = None
-        self.device: VxlanDevice | None = None
+        self.device: VxlanDevice | None = None  # None with the alloc backend
+        self.programs_peers = True  # False with the alloc backend: peers are not even tracked
+        self.mtu = 0  # FLANNEL_MTU without a device (alloc): the external interface's MTU
         self._bad_peers: dict[str, str] = {}  # peer key -> problem last logged
         self._other_backends: dict[str, str] = {}  # peer key -> backend type last logged
         self._foreign_own: dict[str, Lease] = {}  # another node's put on our own key
@@ -160,23 +168,23 @@ class Daemon:
         if cfg.backend_type not in SUPPORTED_BACKENDS:
             raise ConfigError(
                 "Backend.Type",
-                f"{cfg.backend_type!r} is not supported by "
-                f"flanneld-py; supported: {', '.join(SUPPORTED_BACKENDS)}",
+                f"{cfg.backend_type!r} is not supported by flanneld-py; supported: "
+                f"{', '.join(SUPPORTED_BACKENDS)} (alloc leases a subnet and writes subnet.env "
+                "without programming a datapath)",
             )
+        self.obs.backend(cfg.backend_type)
         if not cfg.enable_ipv4 or cfg.enable_ipv6:
             raise ConfigError("EnableIPv6", "flanneld-py supports IPv4-only networks so far")
-        vx = parse_vxlan_config(cfg.backend)
-        if vx.direct_routing:
+        self.programs_peers = cfg.backend_type != alloc.BACKEND_TYPE
+        vx = parse_vxlan_config(cfg.backend) if self.programs_peers else None
+        if vx is not None and vx.direct_routing:
             log.warning(
                 "Backend.DirectRouting is not implemented yet; using the overlay for all peers"
             )
-        stored = self._retry(
-            "read this node's stored public IPs and VTEP MACs",
-            lambda: (self.sm.stored_public_ips(), self.sm.stored_macs()),
-        )
-        if stored is None:
+        stored_ips = self._retry("read this node's stored public IPs", self.sm.stored_public_ips)
+        if stored_ips is None:
             return False
-        (stored_ip, _), (stored_mac, _) = stored
+        stored_ip = stored_ips[0]
         if stored_ip:
             log.info("using public IP %s from the node's node-public-ip annotation", stored_ip)
         ext = select_interface(self.opts.iface, stored_ip or self.opts.public_ip, ipr=self.ipr)
@@ -188,18 +196,33 @@ class Daemon:
             ext.iface_addr,
             ext.ext_addr,
         )
-        self.device = VxlanDevice(vx, 4, ext.ext_addr, ext.index, ext.mtu, stored_mac, self.ipr)
-        self.device.ensure_device()
-        attrs = LeaseAttrs(
-            public_ip=ipaddress.IPv4Address(ext.ext_addr),
-            backend_type="vxlan",
-            backend_data=backend_data(vx.vni, self.device.mac),
-        )
+        if vx is None:
+            log.info("backend alloc: leasing a subnet only (no device, no peers)")
+            self.mtu = alloc.pod_mtu(ext.mtu)
+            attrs = alloc.lease_attrs(ext.ext_addr)
+        else:
+            macs = self._retry("read this node's stored VTEP MACs", self.sm.stored_macs)
+            if macs is None:
+                return False
+            self.device = VxlanDevice(vx, 4, ext.ext_addr, ext.index, ext.mtu, macs[0], self.ipr)
+            self.device.ensure_device()
+            attrs = LeaseAttrs(
+                public_ip=ipaddress.IPv4Address(ext.ext_addr),
+                backend_type="vxlan",
+                backend_data=backend_data(vx.vni, self.device.mac),
+            )
         lease = self._acquire(cfg, attrs)
         if lease is None:
             return False
         self._use_lease(lease)
+        if self.device is None:
+            self.obs.no_datapath()
         return True
+
+    @property
+    def pod_mtu(self) -> int:
+        """FLANNEL_MTU, bytes: the device's MTU (vxlan), else the external interface's (alloc)."""
+        return self.device.mtu if self.device is not None else self.mtu
 
     def _retry(self, what: str, call: Callable[[], T]) -> T | None:
         """`call()`, retried with backoff (1 s doubling to 30 s) while the datastore is
@@ -230,15 +253,14 @@ class Daemon:
 
     def _use_lease(self, lease: Lease) -> None:
         """Make `lease` this node's: device address, subnet.env, peer filter."""
-        assert self.cfg is not None and self.device is not None and lease.subnet is not None
+        assert self.cfg is not None and lease.subnet is not None
         old = self.lease
         self.lease = lease
         self.obs.lease(lease.subnet, lease.ipv6_subnet, lease.attrs.public_ip, lease.expiration,
                        lease.key)  # fmt: skip
-        self.device.set_address(str(lease.subnet.network_address), str(self.cfg.network))
-        env = SubnetEnv(
-            self.cfg.network, lease.subnet, None, None, self.device.mtu, self.opts.ip_masq
-        )
+        if self.device is not None:
+            self.device.set_address(str(lease.subnet.network_address), str(self.cfg.network))
+        env = SubnetEnv(self.cfg.network, lease.subnet, None, None, self.pod_mtu, self.opts.ip_masq)
         try:
             write_subnet_env(self.opts.subnet_file, env)
             self.obs.subnet_env()
@@ -246,7 +268,7 @@ class Daemon:
                 "wrote %s: FLANNEL_SUBNET=%s FLANNEL_MTU=%d",
                 self.opts.subnet_file,
                 f"{lease.subnet.network_address + 1}/{lease.subnet.prefixlen}",
-                self.device.mtu,
+                self.pod_mtu,
             )
         except OSError as err:
             log.error("could not write %s: %s", self.opts.subnet_file, err)
@@ -317,6 +339,8 @@ class Daemon:
         self.subnet_keys = {}
         for key, lease in items:
             self._track_key(key, lease)
+        if not self.programs_peers:
+            return
         records = []
         for key, lease in items:
             if self._is_own(key, lease):
@@ -343,6 +367,8 @@ class Daemon:
                             "back", key, lease.attrs.public_ip)  # fmt: skip
                 self.renew_now.set()
                 self._foreign_own[key] = lease  # a peer's, if we lose that subnet meanwhile
+            return
+        if not self.programs_peers:
             return
         try:
             peer = self._peer(lease)
@@ -399,31 +425,35 @@ class Daemon:
     # --- workers --------------------------------------------------------------------------------
 
     def run_workers(self) -> None:
-        """Start the watch and the reconciler, then renew the lease until stopped."""
-        assert self.device is not None
-        reconciler = Reconciler(
-            self.table,
-            self.device,
-            _select_v4,
-            resync_period=self.opts.resync_period,
-        )
-        reconciler.on_write = self.obs.write
-        reconciler.on_programmed = self.obs.programmed
-        reconciler.on_pass = lambda kind, result, seconds: self.obs.sync_pass(
-            kind, result, seconds, len(reconciler.programmed)
-        )
-        self.obs.loop_heartbeat = lambda: reconciler.heartbeat
-        threads = {
-            "watch": threading.Thread(
+        """Start the watch and the reconciler, then renew the lease until stopped.
+
+        alloc backend: no reconciler; the watch only in etcd mode (own lease lost or
+        overwritten), none in kube mode.
+        """
+        threads: dict[str, threading.Thread] = {}
+        if self.device is not None or self.sm.renews:
+            threads["watch"] = threading.Thread(
                 target=self.sm.watch_leases,
                 name="watch",
                 daemon=True,
                 args=(self._on_snapshot, self._on_put, self._on_delete, self.stop, self.obs.watch),
-            ),
-            "reconcile": threading.Thread(
+            )
+        if self.device is not None:
+            reconciler = Reconciler(
+                self.table,
+                self.device,
+                _select_v4,
+                resync_period=self.opts.resync_period,
+            )
+            reconciler.on_write = self.obs.write
+            reconciler.on_programmed = self.obs.programmed
+            reconciler.on_pass = lambda kind, result, seconds: self.obs.sync_pass(
+                kind, result, seconds, len(reconciler.programmed)
+            )
+            self.obs.loop_heartbeat = lambda: reconciler.heartbeat
+            threads["reconcile"] = threading.Thread(
                 target=reconciler.run, name="reconcile", daemon=True, args=(self.stop,)
-            ),
-        }
+            )
         self.obs.threads = threads
         for t in threads.values():
             t.start()

@@ -8,7 +8,8 @@ metrics (`flanneld_py.metrics`), the state file (`flanneld_py.state`) and the an
 Liveness (/healthz): the reconciler loop and the datastore watch are running, and the reconciler
 looped recently. Readiness (/readyz): subnet.env is written and the first full peer sync is in
 the kernel, and then the datastore watch is live, or has been down for less than three resync
-periods (at least 30 s: a short outage changes nothing in the datapath).
+periods (at least 30 s: a short outage changes nothing in the datapath). With the `alloc` backend
+there is no peer sync: subnet.env written is ready.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class Observer:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.metrics = Metrics()
+        self.subnet_manager = subnet_manager
         self.metrics.build_info.labels(__version__, backend, subnet_manager).set(1)
         self.source = "kube" if subnet_manager == "kube" else "etcd"
         self.state = StateFile(subnet_file)
@@ -83,6 +85,17 @@ class Observer:
         return False, f"the datastore watch has been down for {down:.0f} s ({self.watch_state})"
 
     # --- events ---------------------------------------------------------------------------------
+
+    def backend(self, backend: str) -> None:
+        """The backend type of the network config, once read (the `flannel_build_info` label)."""
+        self.metrics.build_info.clear()
+        self.metrics.build_info.labels(__version__, backend, self.subnet_manager).set(1)
+
+    def no_datapath(self) -> None:
+        """The backend programs nothing (alloc): there is no peer sync to wait for, so the node is
+        ready once subnet.env is written."""
+        self.first_sync.set()
+        self.state.update(ready=self.readiness()[0])
 
     def lease(
         self, subnet: Any, ipv6_subnet: Any, public_ip: Any, expiration: float | None, key: str

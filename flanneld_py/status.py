@@ -12,6 +12,9 @@ the kernel itself, never the daemon, so it also answers while the daemon is down
 - the common failures explained in words (no lease, subnet.env missing, podCIDR not assigned,
   interface or device missing, MTU mismatch between pods and the device, datastore unreachable).
 
+With the `alloc` backend there is no device and nothing to program: the report checks the lease
+(public IP only), subnet.env and the daemon, and the datapath counts as in sync.
+
 Exit status: 0 when the kernel is in sync and nothing is wrong, 1 otherwise, 2 for bad usage.
 `--json` prints the same report as one JSON object (see `build_report` for its keys).
 
@@ -55,7 +58,7 @@ from subnet.annotations import (
     pod_cidrs,
     stored_mac,
 )
-from subnet.config import ConfigError, NetworkConfig
+from subnet.config import SUPPORTED_BACKENDS, ConfigError, NetworkConfig
 from subnet.errors import ConfigNotFound, DatastoreUnavailable, KubeError
 from subnet.lease import Lease, LeaseFormatError
 from subnet.subnetenv import previous_cidr, read_env_file
@@ -410,17 +413,23 @@ def check_problems(obs: Observed) -> tuple[list[str], list[str]]:
         )
     elif obs.config_error is not None or backend_error is not None:
         p(f"network config unusable: {obs.config_error or backend_error}")
-    elif cfg is not None and cfg.backend_type != "vxlan":
+    elif cfg is not None and cfg.backend_type not in SUPPORTED_BACKENDS:
         p(
             f"the network config's backend type is {cfg.backend_type!r}; flanneld-py supports "
-            "only vxlan, so the daemon refuses to start"
+            f"only {' and '.join(SUPPORTED_BACKENDS)}, so the daemon refuses to start"
         )
+    lease_only = is_lease_only(cfg)
 
     # this node's lease
     if own is None and obs.own_error is not None and obs.datastore_error is None:
         p(obs.own_error)
     if own is not None and obs.datastore_error is None:
-        if own.vtep_mac is None or own.public_ip is None:
+        if lease_only and own.public_ip is None:
+            p(
+                f"this node's lease ({own.key}) does not publish a public IP; flanneld-py "
+                "publishes it at start — is it running?"
+            )
+        elif not lease_only and (own.vtep_mac is None or own.public_ip is None):
             p(
                 f"this node's lease ({own.key}) does not publish a VTEP MAC and public IP: peers "
                 "cannot send traffic to this node's pods; flanneld-py publishes them at start — "
@@ -464,7 +473,9 @@ def check_problems(obs: Observed) -> tuple[list[str], list[str]]:
     # external interface and the device
     if obs.iface_error is not None:
         p(f"interface not found: {obs.iface_error}")
-    if obs.kernel_error is not None:
+    if lease_only:
+        pass  # alloc: no device to check
+    elif obs.kernel_error is not None:
         p(f"cannot read the kernel's state of {obs.device_name}: {obs.kernel_error}")
     elif dev is None:
         p(
@@ -585,6 +596,11 @@ def _device_problems(
             )
 
 
+def is_lease_only(cfg: NetworkConfig | None) -> bool:
+    """True for the `alloc` backend: a lease and subnet.env, no device and no peers."""
+    return cfg is not None and cfg.backend_type == "alloc"
+
+
 def backend_settings(cfg: NetworkConfig | None) -> tuple[VXLANConfig | None, str | None]:
     """(the config's vxlan Backend settings, None) or (None, why they are unusable); (None, None)
     without a config or for another backend type."""
@@ -619,6 +635,9 @@ def build_report(obs: Observed, now: float | None = None) -> dict[str, Any]:
       last_error {time, message} or null};
     - problems [sentences], warnings [sentences], in_sync (bool: diff checked and empty),
       healthy (bool: in_sync and no problems).
+
+    With the alloc backend (`network.backend_type` "alloc") no peers are desired and the kernel is
+    not compared: `peers.count` is 0 and `in_sync` is true once the datastore could be read.
     """
     now = time.time() if now is None else now
     cfg = obs.config
@@ -631,12 +650,13 @@ def build_report(obs: Observed, now: float | None = None) -> dict[str, Any]:
     )
     own_key = obs.own.key if obs.own else (obs.node if obs.mode == "kube" else None)
     own_subnet = (obs.own.subnet if obs.own else None) or env_v4(obs.env, "FLANNEL_SUBNET")
+    lease_only = is_lease_only(cfg)
     desired, skipped = (
         desired_peers(obs.leases, own_key, own_subnet, cfg.network if cfg else None)
-        if known
+        if known and not lease_only
         else ({}, [])
     )
-    checked = known and obs.kernel_error is None
+    checked = known and (lease_only or obs.kernel_error is None)
     if checked:
         classified = classify_diff(desired, obs.kernel or KernelState())
     else:
@@ -706,6 +726,7 @@ def render_text(report: Mapping[str, Any], now: float | None = None) -> str:
     reach = "reachable" if ds["reachable"] else "UNREACHABLE"
     add(f"Datastore     {where} {ds['endpoint']} ({reach})")
     net = report["network"]
+    lease_only = net is not None and net["backend_type"] == "alloc"
     if net is not None:
         add(f"Network       {net['network']}, backend {net['backend_type']}")
     add("")
@@ -718,7 +739,8 @@ def render_text(report: Mapping[str, Any], now: float | None = None) -> str:
             f" (key {lease['key']})" if report["mode"] == "etcd" else "")))  # fmt: skip
         add(_row("expires", lease["expires"]))
         add(_row("public IP", lease["public_ip"] or "(not published)"))
-        add(_row("VTEP MAC", lease["vtep_mac"] or "(not published)"))
+        if not lease_only:
+            add(_row("VTEP MAC", lease["vtep_mac"] or "(not published)"))
     elif ds["reachable"]:
         add("  none found for this node")
     else:
@@ -735,24 +757,29 @@ def render_text(report: Mapping[str, Any], now: float | None = None) -> str:
     add("")
 
     dev = report["device"]
-    add(f"Device        {dev['name']}")
-    if dev["exists"]:
-        add(_row("state", "up" if dev["up"] else "DOWN"))
-        add(_row("MTU", dev["mtu"]))
-        add(_row("MAC", dev["mac"]))
-        add(_row("VNI / port", f"{dev['vni']} / {dev['port']}"))
-        local = dev["local"] or "-"
-        add(_row("local", local + (f" (via {dev['lower']})" if dev["lower"] else "")))
-        add(_row("address", ", ".join(dev["addresses"]) or "(none)"))
+    if lease_only:
+        add("Device        none (backend alloc: leases only, no datapath)")
     else:
-        add("  (does not exist)")
+        add(f"Device        {dev['name']}")
+        if dev["exists"]:
+            add(_row("state", "up" if dev["up"] else "DOWN"))
+            add(_row("MTU", dev["mtu"]))
+            add(_row("MAC", dev["mac"]))
+            add(_row("VNI / port", f"{dev['vni']} / {dev['port']}"))
+            local = dev["local"] or "-"
+            add(_row("local", local + (f" (via {dev['lower']})" if dev["lower"] else "")))
+            add(_row("address", ", ".join(dev["addresses"]) or "(none)"))
+        else:
+            add("  (does not exist)")
     br = report["cni_bridge"]
     if br["exists"]:
         add(_row(f"{br['name']} MTU", br["mtu"]))
     add("")
 
     peers = report["peers"]
-    if peers["known"]:
+    if lease_only:
+        add("Peers         not programmed (backend alloc)")
+    elif peers["known"]:
         add(f"Peers         {peers['count']}")
         for s in peers["skipped"]:
             add(f"  skipped {s['key']}: {s['reason']}")
@@ -763,6 +790,8 @@ def render_text(report: Mapping[str, Any], now: float | None = None) -> str:
     d = report["diff"]
     if not d["checked"]:
         add("Datapath      not compared (needs the datastore and the kernel)")
+    elif lease_only:
+        add("Datapath      nothing to program (backend alloc)")
     elif report["in_sync"]:
         add(f"Datapath      in sync ({peers['count']} peers x neighbour, FDB, route)")
     else:
@@ -783,8 +812,11 @@ def render_text(report: Mapping[str, Any], now: float | None = None) -> str:
         add(_row("pid", f"{dm['pid']} ({running})"))
         add(_row("ready", _yes(dm["ready"])))
         sync = dm["last_full_sync"]
-        add(_row("last sync", "never" if not sync else f"{_fmt_time(sync)} "
-                 f"({_fmt_age(now - sync)} ago)"))  # fmt: skip
+        if lease_only:
+            add(_row("last sync", "- (backend alloc: nothing to sync)"))
+        else:
+            add(_row("last sync", "never" if not sync else f"{_fmt_time(sync)} "
+                     f"({_fmt_age(now - sync)} ago)"))  # fmt: skip
         err = dm["last_error"]
         if err:
             at = f"{_fmt_time(err['time'])}: " if err.get("time") else ""
@@ -954,8 +986,9 @@ def _own_from_node(obs: Observed, node: dict[str, Any], names: AnnotationNames) 
     )
 
 
-def _read_kernel(obs: Observed, opts: Options, public_ip: str) -> None:
-    """The device, its entries, the pods' bridge and the external interface into `obs`."""
+def _read_kernel(obs: Observed, opts: Options, public_ip: str, device: bool = True) -> None:
+    """The device (unless `device` is False: alloc has none), its entries, the pods' bridge and
+    the external interface into `obs`."""
     from backend import netlink
     from backend.nlbulk import BulkSocket
     from backend.vxlan import owned_state
@@ -969,7 +1002,7 @@ def _read_kernel(obs: Observed, opts: Options, public_ip: str) -> None:
     try:
         if obs.config is None:
             obs.device_name = _guess_device(ipr) or obs.device_name
-        dev = obs.device = netlink.get_link(ipr, obs.device_name)
+        dev = obs.device = netlink.get_link(ipr, obs.device_name) if device else None
         obs.cni_bridge = netlink.get_link(ipr, CNI_BRIDGE)
         try:
             ext = select_interface(opts.iface, public_ip, ipr)
@@ -1038,7 +1071,7 @@ def collect(opts: Options) -> Observed:
     vx, _ = backend_settings(obs.config)
     if vx is not None:
         obs.device_name = device_name(vx.vni)
-    _read_kernel(obs, opts, public_ip)
+    _read_kernel(obs, opts, public_ip, device=not is_lease_only(obs.config))
     if registry is not None:
         try:
             _own_from_etcd(obs, opts, registry)

@@ -224,6 +224,8 @@ def own_annotations(
     from what the Node has are returned; {} means nothing to patch).
 
     `public-ip` is the `public-ip-overwrite` annotation when set (NAT), else the detected IP.
+    `backend-data` is the JSON of the backend data; a backend other than vxlan writes it even
+    when there is none, as `null` (alloc: `backend-type: ""`, `backend-data: null`).
     """
     ann = _annotations(node)
     want: dict[str, str] = {
@@ -231,7 +233,7 @@ def own_annotations(
         names.subnet_manager: "true",
         names.public_ip: ann.get(names.public_ip_overwrite) or str(attrs.public_ip),
     }
-    if attrs.backend_data is not None:
+    if attrs.backend_data is not None or attrs.backend_type != "vxlan":
         want[names.backend_data] = go_json(attrs.backend_data)
     if attrs.public_ipv6 is not None:
         want[names.public_ipv6] = ann.get(names.public_ipv6_overwrite) or str(attrs.public_ipv6)

@@ -27,3 +27,17 @@ def test_datapath_runs_once_without_fragments() -> None:
     assert result.overlay.frags == {"FragCreates": 0, "ReasmReqds": 0, "ReasmOKs": 0}
     assert result.overlay.mtu["flannel.1"] == result.underlay.mtu["node eth0"] - 50
     assert "|" in datapath.table(result)
+
+
+@pytest.mark.etcd
+def test_contention_runs_at_small_n() -> None:
+    from bench import contention
+
+    result = contention.run(5, timeout=120)
+    assert result.ok
+    for rnd in (result.cold, result.synced):
+        assert rnd.leased == 5 and rnd.etcd_keys == 5 and rnd.exited == 0
+        assert rnd.collisions == 0
+        assert rnd.all_leased_s is not None and len(rnd.to_lease_s) == 5
+        assert len(rnd.retries) == 5 and len(rnd.hwm_mib) == 5 and min(rnd.hwm_mib) > 0
+    assert "| collisions" in contention.table(result)

@@ -30,6 +30,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     from tests.kubeapi import ApiServer
 
+# The testbed's own etcd client is gRPC, and the testbed forks (subprocess with preexec_fn) to
+# start daemons. With gRPC's fork handlers on, a forked child restarts gRPC's event-engine poller,
+# and subprocess then closes the poller's epoll descriptor before exec: under load the child
+# aborts ("Epoll1Poller ... epoll_wait error: Bad file descriptor", exit -6) before it ever runs
+# the daemon (about 1 in 700 forks on a loaded machine; 0 in 2,000 with the handlers off).
+# Set before anything imports grpc (conftest.py and the benchmarks import this module first).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+
 REPO = Path(__file__).resolve().parent.parent
 CNI_PLUGINS = Path("/usr/lib/cni")
 UNDERLAY_GW = "198.18.0.254"

@@ -37,9 +37,14 @@ LABEL org.opencontainers.image.title="flanneld-py" \
       org.opencontainers.image.description="Python re-implementation of flannel's flanneld daemon" \
       org.opencontainers.image.licenses="Apache-2.0"
 
+# PYTHONMALLOC=malloc: Python objects in glibc's heap rather than in pymalloc's 1 MiB arenas, so
+# that the garbage of a start-up listing or a resync pass goes back to the system when the daemon
+# calls malloc_trim after each full pass (about 4 MiB less resident memory at 5,000 peers, at no
+# measurable CPU cost; see bench/README.md).
 ENV PATH="/opt/venv/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    PYTHONMALLOC=malloc
 
 COPY --from=builder /opt/venv /opt/venv
 

@@ -23,7 +23,11 @@ test: install lint
 unit: install
 	$(PY) -m pytest -m "not kernel and not etcd"
 
+# Every benchmark of bench/README.md, each printing its table with its baseline of the same run.
 bench: install
+	$(PRIVATE) $(PY) -m bench.etcd_scale
+	$(PRIVATE) $(PY) -m bench.contention
+	$(PRIVATE) $(PY) -m bench.datapath
 	$(PRIVATE) $(PY) -m bench.kube_scale --nodes 5000
 
 clean:

@@ -28,7 +28,7 @@ from subnet.peers import PeerTable
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PeerEntry:
     """One peer's overlay endpoint for one address family.
 
@@ -62,7 +62,7 @@ class KernelState:
         return state
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Op:
     """One kernel write: kind "neigh"/"fdb"/"route", action "replace"/"delete", and its arguments:
     neigh (ip, mac), fdb (mac, remote), route (dst, gateway); `key` names the peer it serves."""

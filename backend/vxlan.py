@@ -119,7 +119,7 @@ def _parse_mac(value: Any) -> str:
     return ":".join(parts)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VxlanPeer:
     """The slim record kept per peer: its entries for each family (None where absent)."""
 

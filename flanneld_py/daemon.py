@@ -17,6 +17,7 @@ mode there is no watch at all (as flanneld, which starts no Node informer for al
 
 from __future__ import annotations
 
+import collections
 import gc
 import ipaddress
 import logging
@@ -28,7 +29,7 @@ from typing import Any, TypeVar
 
 from backend import alloc
 from backend.netlink import IPRoute
-from backend.reconcile import PeerEntry, Reconciler
+from backend.reconcile import PeerEntry, Reconciler, SyncResult
 from backend.vxlan import (
     PeerFormatError,
     VxlanDevice,
@@ -41,17 +42,20 @@ from backend.vxlan import (
 from flanneld_py.cli import FLAGS, Options
 from flanneld_py.health import HealthServer
 from flanneld_py.iface import InterfaceError, select_interface
+from flanneld_py.memory import release_free_memory
 from flanneld_py.observe import Observer
 from flanneld_py.state import ErrorRecorder
 from subnet.allocate import OutOfSubnets, fits
 from subnet.config import SUPPORTED_BACKENDS, ConfigError, NetworkConfig
-from subnet.errors import ConfigNotFound, DatastoreUnavailable, KubeError
+from subnet.errors import ConfigNotFound, DatastoreUnavailable, KubeError, SubnetContention
 from subnet.lease import Lease, LeaseAttrs
 from subnet.manager import SubnetManager
 from subnet.peers import PeerTable
 from subnet.subnetenv import SubnetEnv, previous_cidr, read_env_file, write_subnet_env
 
 log = logging.getLogger("flanneld")
+SNAPSHOT_PEER_LOGS = 50  # peer changes of one listing logged at info level, the rest at debug
+_KEY_STATES = {(a, b): (a, b) for a in (False, True) for b in (False, True)}  # shared tuples
 
 T = TypeVar("T")
 __all__ = ["SUPPORTED_BACKENDS", "Daemon", "run"]
@@ -137,6 +141,9 @@ class Daemon:
         self.table: PeerTable[VxlanPeer] = PeerTable()
         self.table.on_change = self._peer_changed
         self.subnet_keys: dict[str, tuple[bool, bool]] = {}  # key -> (in range, reserved)
+        self._subnet_counts: collections.Counter[tuple[bool, bool]] = collections.Counter()
+        self._snapshot_budget: int | None = None  # info lines a listing may still log
+        self._snapshot_quiet = 0  # its changes logged at debug level
         self.lease: Lease | None = None
         self.lease_lost = threading.Event()
         self.renew_now = threading.Event()  # our lease value was overwritten: re-put it
@@ -240,12 +247,13 @@ class Daemon:
         return None
 
     def _acquire(self, cfg: NetworkConfig, attrs: LeaseAttrs) -> Lease | None:
-        """Acquire a lease, retrying with backoff while etcd is down or the network is full."""
+        """Acquire a lease, retrying with backoff while etcd is down, the network is full, or
+        other nodes keep taking the chosen subnets first."""
         delay = 1.0
         while not self.stop.is_set():
             try:
                 return self.sm.acquire_lease(cfg, attrs, self.stop)
-            except (DatastoreUnavailable, OutOfSubnets) as err:
+            except (DatastoreUnavailable, OutOfSubnets, SubnetContention) as err:
                 log.error("could not acquire a lease: %s; retrying in %.0f s", err, delay)
             self.stop.wait(delay)
             delay = min(delay * 2, 30.0)
@@ -337,8 +345,10 @@ class Daemon:
             log.warning("this node's lease %s is gone from the datastore", own.key)
             self.lease_lost.set()
         self.subnet_keys = {}
+        self._subnet_counts.clear()
         for key, lease in items:
-            self._track_key(key, lease)
+            self._track_key(key, lease, count=False)
+        self._count_subnets()
         if not self.programs_peers:
             return
         records = []
@@ -351,7 +361,14 @@ class Daemon:
                 continue
             if peer is not None:
                 records.append((key, peer))
-        self.table.reset(records)
+        self._snapshot_budget, self._snapshot_quiet = SNAPSHOT_PEER_LOGS, 0
+        try:
+            self.table.reset(records)
+        finally:
+            self._snapshot_budget = None
+        if self._snapshot_quiet:
+            log.info("... and %d more peer changes in this listing (logged at debug level)",
+                     self._snapshot_quiet)  # fmt: skip
 
     def _on_put(self, key: str, lease: Lease) -> None:
         self._track_key(key, lease)
@@ -396,14 +413,21 @@ class Daemon:
         if not self.sm.renews or cfg is None or cfg.subnet_min is None or cfg.subnet_max is None:
             return
         capacity = ((int(cfg.subnet_max) - int(cfg.subnet_min)) >> (32 - cfg.subnet_len)) + 1
-        self.obs.metrics.count_subnets(capacity, self.subnet_keys.values())
+        counts = self._subnet_counts
+        self.obs.metrics.count_subnets(capacity, counts[(True, False)], counts[(True, True)])
 
-    def _track_key(self, key: str, lease: Lease | None) -> None:
-        if lease is None:
-            self.subnet_keys.pop(key, None)
-        elif self.cfg is not None:
-            self.subnet_keys[key] = (fits(self.cfg, 4, lease.subnet), lease.lease_id == 0)
-        self._count_subnets()
+    def _track_key(self, key: str, lease: Lease | None, count: bool = True) -> None:
+        """Record a lease key's (in range, reserved) state; O(1), so that an event costs the
+        same at any number of leases."""
+        old = self.subnet_keys.pop(key, None)
+        if old is not None:
+            self._subnet_counts[old] -= 1
+        if lease is not None and self.cfg is not None:
+            state = _KEY_STATES[(fits(self.cfg, 4, lease.subnet), lease.lease_id == 0)]
+            self.subnet_keys[key] = state
+            self._subnet_counts[state] += 1
+        if count:
+            self._count_subnets()
 
     def _peer_changed(self, key: str, change: str, peer: VxlanPeer | None) -> None:
         self.obs.peer_event(change)
@@ -411,16 +435,22 @@ class Daemon:
         self._log_peer(key, change, peer)
 
     def _log_peer(self, key: str, change: str, peer: VxlanPeer | None) -> None:
+        """One line per peer change; a listing of thousands of peers logs its first
+        SNAPSHOT_PEER_LOGS changes and a count, the rest at debug level."""
+        level = logging.INFO
+        if self._snapshot_budget is not None:
+            if self._snapshot_budget > 0:
+                self._snapshot_budget -= 1
+            else:
+                self._snapshot_quiet += 1
+                level = logging.DEBUG
+        if not log.isEnabledFor(level):
+            return
         if peer is not None and peer.v4 is not None:
-            log.info(
-                "peer %s: %s (public IP %s, VTEP MAC %s)",
-                change,
-                peer.v4.subnet,
-                peer.v4.public_ip,
-                peer.v4.vtep_mac,
-            )
+            log.log(level, "peer %s: %s (public IP %s, VTEP MAC %s)", change, peer.v4.subnet,
+                    peer.v4.public_ip, peer.v4.vtep_mac)  # fmt: skip
         else:
-            log.info("peer %s: %s", change, key)
+            log.log(level, "peer %s: %s", change, key)
 
     # --- workers --------------------------------------------------------------------------------
 
@@ -447,9 +477,18 @@ class Daemon:
             )
             reconciler.on_write = self.obs.write
             reconciler.on_programmed = self.obs.programmed
-            reconciler.on_pass = lambda kind, result, seconds: self.obs.sync_pass(
-                kind, result, seconds, len(reconciler.programmed)
-            )
+
+            frozen: list[bool] = []
+
+            def on_pass(kind: str, result: SyncResult, seconds: float) -> None:
+                self.obs.sync_pass(kind, result, seconds, len(reconciler.programmed))
+                if kind == "full":
+                    release_free_memory()  # the listing's and the pass's garbage
+                    if not frozen:  # the start-up objects live as long as the daemon:
+                        gc.freeze()  # keep them out of every later garbage collection
+                        frozen.append(True)
+
+            reconciler.on_pass = on_pass
             self.obs.loop_heartbeat = lambda: reconciler.heartbeat
             threads["reconcile"] = threading.Thread(
                 target=reconciler.run, name="reconcile", daemon=True, args=(self.stop,)

@@ -10,7 +10,7 @@ labelled counter is created at 0 for all its label values, so a rate() works fro
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 os.environ.setdefault("PROMETHEUS_DISABLE_CREATED_SERIES", "True")
@@ -154,16 +154,9 @@ class Metrics:
         self.lease_info.labels(str(subnet or ""), str(ipv6_subnet or ""), str(public_ip)).set(1)
         self.lease_expiration.set(expiration or 0)
 
-    def count_subnets(self, capacity: int, keys: Iterable[tuple[bool, bool]]) -> None:
-        """Set flannel_network_subnets from (in range, reserved) per existing lease key."""
-        allocated = reserved = 0
-        for in_range, is_reserved in keys:
-            if not in_range:
-                continue
-            if is_reserved:
-                reserved += 1
-            else:
-                allocated += 1
+    def count_subnets(self, capacity: int, allocated: int, reserved: int) -> None:
+        """Set flannel_network_subnets: the subnets the network can hold, and the lease keys
+        inside its range that are leases (allocated) or leaseless reservations."""
         self.network_subnets.labels("capacity").set(capacity)
         self.network_subnets.labels("allocated").set(allocated)
         self.network_subnets.labels("reserved").set(reserved)

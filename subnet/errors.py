@@ -11,3 +11,7 @@ class ConfigNotFound(LookupError):
 
 class KubeError(RuntimeError):
     """A Kubernetes API problem an operator must fix (no node, no RBAC right, bad podCIDR)."""
+
+
+class SubnetContention(RuntimeError):
+    """Other nodes took every subnet this node chose, several times in a row; worth retrying."""

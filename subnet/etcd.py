@@ -35,7 +35,7 @@ import pyetcd.exceptions
 
 from subnet.allocate import choose_subnets
 from subnet.config import NetworkConfig, check_network_config, parse_config
-from subnet.errors import ConfigNotFound, DatastoreUnavailable
+from subnet.errors import ConfigNotFound, DatastoreUnavailable, SubnetContention
 from subnet.lease import Lease, LeaseAttrs, LeaseFormatError, make_subnet_key, parse_subnet_key
 
 log = logging.getLogger(__name__)
@@ -445,7 +445,7 @@ class EtcdSubnetManager:
 
         A key created by another node between our list and our create makes us re-list and try
         another subnet, up to RACE_RETRIES times. Raises OutOfSubnets, DatastoreUnavailable,
-        RuntimeError (races lost every time).
+        SubnetContention (races lost every time).
         """
         rng = rng or random.Random()
         for _ in range(RACE_RETRIES):
@@ -489,7 +489,7 @@ class EtcdSubnetManager:
             self.registry.revoke(lease_id)
             log.info("subnet %s was taken by another node meanwhile; trying another", new.key)
             self.previous = (None, None)
-        raise RuntimeError(
+        raise SubnetContention(
             f"could not create a lease after {RACE_RETRIES} tries: another node "
             "took each chosen subnet first"
         )

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import os
 import select
 import socket
@@ -81,6 +82,9 @@ _U32_ATTR = struct.Struct("=HHI")
 _ERR = struct.Struct("=i")
 _SEQ = _U32 = struct.Struct("=I")
 _MAC_HDR = _ATTR.pack(10, NDA_LLADDR)  # a 6-byte NDA_LLADDR attribute
+_ZERO_MAC = bytes(6)
+_TABLE_HDR, _OIF_HDR = _ATTR.pack(8, RTA_TABLE), _ATTR.pack(8, RTA_OIF)
+_DST4_HDR, _GW4_HDR = _ATTR.pack(8, RTA_DST), _ATTR.pack(8, RTA_GATEWAY)
 
 _REPLACE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
 _DELETE = NLM_F_REQUEST | NLM_F_ACK
@@ -294,6 +298,7 @@ class BulkSocket:
         seq = self._next_seq()
         self.sock.send(_message(kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0, body))
         buf = self._buf
+        view = memoryview(buf)
         while True:
             n = self.sock.recv_into(buf)
             off = 0
@@ -309,11 +314,12 @@ class BulkSocket:
                         if code:
                             raise OSError(-code, f"dump failed: {os.strerror(-code)}")
                         return
-                    yield bytes(buf[off + 16 : off + length])
+                    yield view[off + 16 : off + length].tobytes()
                 off += (length + 3) & ~3
 
-    def dump_neighs(self, index: int, family: int) -> dict[str, str]:
-        """Permanent neighbour entries of link `index` for `family`: {IP: MAC (lowercase)}."""
+    def dump_neighs(self, index: int, family: int, within: Scope | None = None) -> dict[str, str]:
+        """Permanent neighbour entries of link `index` for `family`: {IP: MAC (lowercase)};
+        only those whose IP is inside `within` when given."""
         req = _NDMSG.pack(family, 0, 0, 0, 0) + _U32_ATTR.pack(8, 8, index)  # NDA_IFINDEX
         size = 4 if family == socket.AF_INET else 16
         dst_hdr = _ATTR.pack(4 + size, NDA_DST)
@@ -324,18 +330,19 @@ class BulkSocket:
             if ifindex != index or fam != family or not state & NUD_PERMANENT:
                 continue
             if body[12:16] == dst_hdr and body[mac_at : mac_at + 4] == _MAC_HDR:
-                out[socket.inet_ntop(family, body[16:mac_at])] = body[mac_at + 4 : mac_at + 10].hex(
-                    ":"
-                )
+                dst: bytes | None = body[16:mac_at]
+                mac: bytes | None = body[mac_at + 4 : mac_at + 10]
+            else:
+                attrs = _attrs(body, 12, len(body))
+                dst, mac = attrs.get(NDA_DST), attrs.get(NDA_LLADDR)
+            if dst is None or (within is not None and not within.holds(dst)):
                 continue
-            attrs = _attrs(body, 12, len(body))
-            dst, mac = attrs.get(NDA_DST), attrs.get(NDA_LLADDR)
-            if dst is not None:
-                out[socket.inet_ntop(family, dst)] = mac.hex(":") if mac else ""
+            out[socket.inet_ntop(family, dst)] = mac.hex(":") if mac else ""
         return out
 
-    def dump_fdb(self, index: int, family: int) -> set[tuple[str, str]]:
-        """Permanent FDB entries of link `index` whose remote is of `family`: {(MAC, remote)}."""
+    def dump_fdb(self, index: int, family: int, unicast: bool = False) -> set[tuple[str, str]]:
+        """Permanent FDB entries of link `index` whose remote is of `family`: {(MAC, remote)};
+        without the all-zeros (flood) entries when `unicast`."""
         # an ifinfomsg-sized header: the kernel filters an AF_BRIDGE dump by its ifindex
         req = struct.pack("=BxHiII", AF_BRIDGE, 0, index, 0, 0)
         size = 4 if family == socket.AF_INET else 16
@@ -346,32 +353,80 @@ class BulkSocket:
             if ifindex != index or not state & NUD_PERMANENT:
                 continue
             if body[12:16] == _MAC_HDR and body[24:28] == dst_hdr:
-                out.add((body[16:22].hex(":"), socket.inet_ntop(family, body[28 : 28 + size])))
+                mac: bytes | None = body[16:22]
+                dst: bytes | None = body[28 : 28 + size]
+            else:
+                attrs = _attrs(body, 12, len(body))
+                dst, mac = attrs.get(NDA_DST), attrs.get(NDA_LLADDR)
+            if dst is None or len(dst) != size or not mac or (unicast and mac == _ZERO_MAC):
                 continue
-            attrs = _attrs(body, 12, len(body))
-            dst, mac = attrs.get(NDA_DST), attrs.get(NDA_LLADDR)
-            if dst is not None and len(dst) == size and mac:
-                out.add((mac.hex(":"), socket.inet_ntop(family, dst)))
+            out.add((mac.hex(":"), socket.inet_ntop(family, dst)))
         return out
 
-    def dump_routes(self, index: int, family: int) -> dict[str, str | None]:
-        """Main-table routes through link `index` for `family`: {"dst/len": gateway or None}."""
+    def dump_routes(
+        self, index: int, family: int, within: Scope | None = None
+    ) -> dict[str, str | None]:
+        """Main-table routes through link `index` for `family`: {"dst/len": gateway or None};
+        only those inside `within` when given."""
         out: dict[str, str | None] = {}
         for body in self._dump(RTM_GETROUTE, _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)):
             if body[0] != family or body[4] not in (RT_TABLE_MAIN, RT_TABLE_COMPAT):
                 continue  # the local table and others: never ours
-            attrs = _attrs(body, 12, len(body))
-            tab = attrs.get(RTA_TABLE)
-            if tab is not None and _U32.unpack(tab)[0] != RT_TABLE_MAIN:
+            if (
+                len(body) == 44
+                and body[12:16] == _TABLE_HDR
+                and body[20:24] == _DST4_HDR
+                and body[28:32] == _GW4_HDR
+                and body[36:40] == _OIF_HDR
+            ):
+                # RTA_TABLE, RTA_DST, RTA_GATEWAY, RTA_OIF: an IPv4 route as the kernel sends ours
+                (oif,) = _U32.unpack_from(body, 40)
+                if oif != index or _U32.unpack_from(body, 16)[0] != RT_TABLE_MAIN:
+                    continue
+                dst, gw = body[24:28], body[32:36]
+            else:
+                attrs = _attrs(body, 12, len(body))
+                tab = attrs.get(RTA_TABLE)
+                if tab is not None and _U32.unpack(tab)[0] != RT_TABLE_MAIN:
+                    continue
+                oif_attr, dst_attr = attrs.get(RTA_OIF), attrs.get(RTA_DST)
+                if oif_attr is None or _U32.unpack(oif_attr)[0] != index or dst_attr is None:
+                    continue
+                dst, gw = dst_attr, attrs.get(RTA_GATEWAY, b"")
+            if within is not None and not within.holds(dst, body[1]):
                 continue
-            oif, dst = attrs.get(RTA_OIF), attrs.get(RTA_DST)
-            if oif is None or _U32.unpack(oif)[0] != index or dst is None:
-                continue
-            gw = attrs.get(RTA_GATEWAY)
             out[f"{socket.inet_ntop(family, dst)}/{body[1]}"] = (
                 socket.inet_ntop(family, gw) if gw else None
             )
         return out
+
+
+@dataclass(frozen=True)
+class Scope:
+    """An IP network as packed bounds, for filtering dumped entries without parsing addresses:
+    `lo`..`hi` its first and last address (network byte order: as bytes of one length they
+    compare like the numbers), `prefixlen` its prefix length."""
+
+    lo: bytes
+    hi: bytes
+    prefixlen: int
+
+    @classmethod
+    def of(cls, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> Scope:
+        return cls(network.network_address.packed, network.broadcast_address.packed,
+                   network.prefixlen)  # fmt: skip
+
+    @classmethod
+    def empty(cls) -> Scope:
+        """A scope that holds nothing (a network of the other address family)."""
+        return cls(b"\xff", b"\x00", 0)
+
+    def holds(self, packed: bytes, prefixlen: int | None = None) -> bool:
+        """Whether the address (packed, network order), or the network of that address and
+        `prefixlen`, lies inside this one."""
+        if prefixlen is not None and prefixlen < self.prefixlen:
+            return False
+        return len(packed) == len(self.lo) and self.lo <= packed <= self.hi
 
 
 def _attrs(view: bytes | memoryview, off: int, end: int) -> dict[int, bytes]:

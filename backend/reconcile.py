@@ -220,6 +220,8 @@ class Reconciler(Generic[V]):
         self.clock = clock
         self.programmed: dict[str, PeerEntry] = {}
         self.refs = ObjectRefs()  # objects needed by the programmed entries
+        # the last full pass's desired entries, by table version (most passes find no change)
+        self._desired: tuple[int, dict[str, PeerEntry]] | None = None
         self.last_full_sync: float | None = None
         self.first_sync_done = threading.Event()
         self.on_pass: Callable[[str, SyncResult, float], None] | None = None
@@ -259,14 +261,18 @@ class Reconciler(Generic[V]):
         start = self.clock()
         if self.datapath.ensure_device():
             self.programmed.clear()
-        desired = self.desired()
-        ops = diff(desired, self.datapath.dump())
-        result = self._apply(ops)
+        version = self.table.version
+        if self._desired is None or self._desired[0] != version:  # the table changed
+            self._desired = (version, self.desired())
+        desired = self._desired[1]
+        result = self._apply(diff(desired, self.datapath.dump()))
         self._observe_latency(self.table.pending() - result.retry)
-        self.programmed = {k: e for k, e in desired.items() if k not in result.retry}
-        self.refs = ObjectRefs()
-        for key, e in self.programmed.items():
-            self.refs.add(key, e)
+        programmed = {k: e for k, e in desired.items() if k not in result.retry}
+        if programmed != self.programmed:  # same entries (the usual case): same references
+            self.programmed = programmed
+            self.refs = ObjectRefs()
+            for key, e in programmed.items():
+                self.refs.add(key, e)
         self.last_full_sync = self.clock()
         self._report("full", result, start)
         return result

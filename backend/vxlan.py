@@ -315,17 +315,21 @@ class VxlanDevice:
     def apply_many(self, ops: Sequence[Op]) -> list[str | None]:
         """Perform kernel writes for peers (see `backend.reconcile.Op`) through the bulk
         netlink socket; per write None on success or the kernel's error text."""
-        index, requests = self.index, []
-        for op in ops:
-            if op.kind == "neigh":
-                message = nlbulk.neigh_request(op.action, 0, index, op.a, op.b)
-            elif op.kind == "fdb":
-                message = nlbulk.fdb_request(op.action, 0, index, op.a, op.b or "")
-            else:
-                message = nlbulk.route_request(op.action, 0, index, op.a, op.b)
-            requests.append(nlbulk.Request(message, missing_ok=op.action == "delete"))
+        index, results = self.index, []
         with self._lock:
-            return self.bulk.execute(requests)
+            step = self.bulk.window  # encoded one window at a time: little garbage at once
+            for start in range(0, len(ops), step):
+                requests = []
+                for op in ops[start : start + step]:
+                    if op.kind == "neigh":
+                        message = nlbulk.neigh_request(op.action, 0, index, op.a, op.b)
+                    elif op.kind == "fdb":
+                        message = nlbulk.fdb_request(op.action, 0, index, op.a, op.b or "")
+                    else:
+                        message = nlbulk.route_request(op.action, 0, index, op.a, op.b)
+                    requests.append(nlbulk.Request(message, missing_ok=op.action == "delete"))
+                results += self.bulk.execute(requests)
+        return results
 
 
 def owned_state(
@@ -335,40 +339,16 @@ def owned_state(
     and main-table routes inside the cluster `network` (CIDR text; None: all), and permanent FDB
     entries with a unicast MAC. Anything else an operator put there (a route to another network,
     the all-zeros flood entry) is not listed, so it is never removed."""
-    neighs = bulk.dump_neighs(index, family)
-    fdb = bulk.dump_fdb(index, family)
-    routes = bulk.dump_routes(index, family)
+    scope = None
     if network is not None:
         net = ipaddress.ip_network(network)
-        inside = _Inside(net)
-        neighs = {ip: mac for ip, mac in neighs.items() if inside.address(ip)}
-        routes = {dst: gw for dst, gw in routes.items() if inside.cidr(dst)}
+        same_family = net.version == (4 if family == socket.AF_INET else 6)
+        scope = nlbulk.Scope.of(net) if same_family else nlbulk.Scope.empty()
     return KernelState(
-        neighs=neighs, fdb={(mac, dst) for mac, dst in fdb if mac != ZERO_MAC}, routes=routes
+        neighs=bulk.dump_neighs(index, family, scope),
+        fdb=bulk.dump_fdb(index, family, unicast=True),
+        routes=bulk.dump_routes(index, family, scope),
     )
-
-
-class _Inside:
-    """Fast membership tests of address and CIDR strings in one network (no parsing into
-    ipaddress objects, which would dominate a resync pass at thousands of peers)."""
-
-    def __init__(self, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
-        self.version = net.version
-        self.lo = int(net.network_address)
-        self.hi = int(net.broadcast_address)
-        self.prefixlen = net.prefixlen
-        self.family = socket.AF_INET if net.version == 4 else socket.AF_INET6
-
-    def address(self, ip: str) -> bool:
-        try:
-            value = int.from_bytes(socket.inet_pton(self.family, ip), "big")
-        except OSError:
-            return False
-        return self.lo <= value <= self.hi
-
-    def cidr(self, cidr: str) -> bool:
-        ip, _, plen = cidr.partition("/")
-        return self.address(ip) and int(plen or 128) >= self.prefixlen
 
 
 def check_peer_subnet(lease: Lease, network: Any, own_subnet: Any) -> None:

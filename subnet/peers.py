@@ -33,6 +33,7 @@ class PeerTable(Generic[V]):
         self._synced = False
         self._full = False
         self.on_change: Callable[[str, str, V | None], None] | None = None
+        self.version = 0  # grows with every change: unchanged means same records
 
     @property
     def synced(self) -> bool:
@@ -115,6 +116,7 @@ class PeerTable(Generic[V]):
                 self._mark(key)
 
     def _mark(self, key: str) -> None:
+        self.version += 1
         self._dirty.add(key)
         self._since.setdefault(key, time.monotonic())
         self._cond.notify_all()
@@ -127,7 +129,10 @@ class PeerTable(Generic[V]):
     def take_since(self, keys: Iterable[str]) -> dict[str, float]:
         """Pop the arrival times (time.monotonic) of the changes of `keys` now programmed."""
         with self._cond:
-            return {k: self._since.pop(k) for k in keys if k in self._since}
+            taken = {k: self._since.pop(k) for k in keys if k in self._since}
+            if not self._since:
+                self._since = {}  # a dict keeps its size once grown: drop the empty table
+            return taken
 
     def _notify(self, key: str, change: str, record: V | None) -> None:
         if self.on_change is not None:

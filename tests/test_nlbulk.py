@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import socket
@@ -306,3 +307,29 @@ def test_repeated_dumps_see_changes(sockets: tuple[IPRoute, nlbulk.BulkSocket], 
     sh([*run, "ip", "neigh", "replace", "10.1.1.0", "lladdr", MAC, "dev", "flannel.1", "nud",
         "reachable"])  # fmt: skip
     assert "10.1.1.0" not in bulk.dump_neighs(idx, 2)  # no longer permanent: not ours
+
+
+def test_scope_compares_packed_addresses() -> None:
+    scope = nlbulk.Scope.of(ipaddress.ip_network("10.244.0.0/16"))
+    assert scope.holds(socket.inet_aton("10.244.0.0")) and scope.holds(
+        socket.inet_aton("10.244.255.255")
+    )
+    assert not scope.holds(socket.inet_aton("10.245.0.0")) and not scope.holds(
+        socket.inet_aton("10.243.255.255")
+    )
+    assert scope.holds(socket.inet_aton("10.244.3.0"), 24) and not scope.holds(
+        socket.inet_aton("10.244.0.0"), 8
+    )
+    assert not scope.holds(socket.inet_pton(socket.AF_INET6, "::1"))  # another family
+    assert not nlbulk.Scope.empty().holds(socket.inet_aton("10.244.0.1"))
+
+
+def test_flood_entries_are_left_out_on_request(
+    sockets: tuple[IPRoute, nlbulk.BulkSocket], ns: str
+) -> None:
+    _, bulk = sockets
+    idx = ifindex(ns)
+    sh(["ip", "netns", "exec", ns, "bridge", "fdb", "append", "00:00:00:00:00:00", "dev",
+        "flannel.1", "dst", "198.18.9.9"])  # fmt: skip
+    assert ("00:00:00:00:00:00", "198.18.9.9") in bulk.dump_fdb(idx, socket.AF_INET)
+    assert bulk.dump_fdb(idx, socket.AF_INET, unicast=True) == set()

@@ -45,7 +45,7 @@ import os
 import select
 import socket
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 
 AF_BRIDGE = 7
@@ -65,7 +65,7 @@ NLM_F_CAPPED, NLM_F_ACK_TLVS = 0x100, 0x200  # in acknowledgements
 NLMSGERR_ATTR_MSG = 1
 
 NDA_DST, NDA_LLADDR = 1, 2
-RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
 NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
 NTF_SELF = 0x02
 RTN_UNICAST = 1
@@ -290,13 +290,26 @@ class BulkSocket:
     # so a message with that layout is decoded from fixed offsets; any other goes through the
     # general attribute walk.
 
-    def _dump(self, kind: int, body: bytes) -> Iterator[bytes]:
+    def _dump(self, kind: int, body: bytes) -> Generator[bytes, None, None]:
         """Yield the body (after the netlink header) of every message of a dump.
 
-        Raises OSError when the kernel refuses the dump.
+        A dump given up half-way (an exception in the consumer) is read to its end, so that the
+        kernel does not refuse the next dump with EBUSY. Raises OSError when the kernel refuses
+        the dump.
         """
         seq = self._next_seq()
         self.sock.send(_message(kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0, body))
+        ended: list[bool] = []  # set by _dump_parts when the kernel's last part was read
+        try:
+            yield from self._dump_parts(seq, ended)
+        finally:
+            if not ended:  # the consumer gave up: read the rest
+                for _ in self._dump_parts(seq, ended):
+                    pass
+
+    def _dump_parts(self, seq: int, ended: list[bool]) -> Iterator[bytes]:
+        """The messages of dump `seq` until its end (NLMSG_DONE, or an error raised); appends to
+        `ended` when the end was read."""
         buf = self._buf
         view = memoryview(buf)
         while True:
@@ -305,13 +318,13 @@ class BulkSocket:
             while off + 16 <= n:
                 length, mtype, _, mseq, _ = _HDR.unpack_from(buf, off)
                 if length < 16:
+                    ended.append(True)  # a malformed part: nothing more can be read of it
                     return
                 if mseq == seq:
-                    if mtype == NLMSG_DONE:
-                        return
-                    if mtype == NLMSG_ERROR:
+                    if mtype in (NLMSG_DONE, NLMSG_ERROR):
+                        ended.append(True)
                         (code,) = _ERR.unpack_from(buf, off + 16)
-                        if code:
+                        if mtype == NLMSG_ERROR and code:
                             raise OSError(-code, f"dump failed: {os.strerror(-code)}")
                         return
                     yield view[off + 16 : off + length].tobytes()
@@ -367,8 +380,10 @@ class BulkSocket:
         self, index: int, family: int, within: Scope | None = None
     ) -> dict[str, str | None]:
         """Main-table routes through link `index` for `family`: {"dst/len": gateway or None};
-        only those inside `within` when given."""
+        only those inside `within` when given. Of several routes to one prefix (other metrics)
+        the one of the lowest metric, the kernel's default that flanneld-py writes, is listed."""
         out: dict[str, str | None] = {}
+        metrics: dict[str, int] = {}
         for body in self._dump(RTM_GETROUTE, _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)):
             if body[0] != family or body[4] not in (RT_TABLE_MAIN, RT_TABLE_COMPAT):
                 continue  # the local table and others: never ours
@@ -383,7 +398,7 @@ class BulkSocket:
                 (oif,) = _U32.unpack_from(body, 40)
                 if oif != index or _U32.unpack_from(body, 16)[0] != RT_TABLE_MAIN:
                     continue
-                dst, gw = body[24:28], body[32:36]
+                dst, gw, metric = body[24:28], body[32:36], 0
             else:
                 attrs = _attrs(body, 12, len(body))
                 tab = attrs.get(RTA_TABLE)
@@ -393,11 +408,14 @@ class BulkSocket:
                 if oif_attr is None or _U32.unpack(oif_attr)[0] != index or dst_attr is None:
                     continue
                 dst, gw = dst_attr, attrs.get(RTA_GATEWAY, b"")
+                metric = _U32.unpack(attrs.get(RTA_PRIORITY, b"\0\0\0\0"))[0]
             if within is not None and not within.holds(dst, body[1]):
                 continue
-            out[f"{socket.inet_ntop(family, dst)}/{body[1]}"] = (
-                socket.inet_ntop(family, gw) if gw else None
-            )
+            prefix = f"{socket.inet_ntop(family, dst)}/{body[1]}"
+            if metrics.get(prefix, metric + 1) <= metric:
+                continue  # a route of a higher metric to the same prefix is not the one we wrote
+            metrics[prefix] = metric
+            out[prefix] = socket.inet_ntop(family, gw) if gw else None
         return out
 
 

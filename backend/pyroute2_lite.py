@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import threading
 from typing import Any
 
 
@@ -27,14 +28,19 @@ def ensure_lite() -> None:
         raise ImportError("pyroute2 is not installed")
     module = importlib.util.module_from_spec(spec)
     loader = spec.loader
+    lock = threading.RLock()
+    probes = {"__path__", "__file__", "__spec__", "__loader__", "__package__", "__name__"}
 
     def load_the_rest(name: str) -> Any:
-        if name.startswith("__"):
+        if name in probes or (name.startswith("__") and name.endswith("__") and name != "__all__"
+                              and name != "__version__"):  # fmt: skip
             raise AttributeError(name)  # import machinery probing: no need for the rest
-        if importlib.util.find_spec(f"pyroute2.{name}") is not None:
+        if not name.startswith("_") and importlib.util.find_spec(f"pyroute2.{name}") is not None:
             return importlib.import_module(f"pyroute2.{name}")  # a subpackage: just that
-        del module.__dict__["__getattr__"]
-        loader.exec_module(module)
+        with lock:  # one thread runs the __init__; the others wait for it
+            if module.__dict__.get("__getattr__") is load_the_rest:
+                loader.exec_module(module)  # raises what the __init__ raises, and stays lazy
+                del module.__dict__["__getattr__"]
         try:
             return module.__dict__[name]
         except KeyError:

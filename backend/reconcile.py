@@ -234,24 +234,29 @@ class Reconciler(Generic[V]):
 
         Two peers claiming the same subnet would make the kernel entries flip between them on
         every pass; the peer whose key sorts first keeps the subnet (a stable choice on every
-        node) and the other is skipped with one warning. Incremental passes check against what
-        is already programmed.
+        node) and the other is skipped with one warning and remembered, to be tried again when
+        the subnet is freed. An incremental pass also checks the programmed peers outside `keys`.
         """
-        pairs = self.table.items() if keys is None else [(k, self.table.get(k)) for k in keys]
+        changing: set[str] = set() if keys is None else set(keys)
+        pairs = self.table.items() if keys is None else [(k, self.table.get(k)) for k in changing]
         out: dict[str, PeerEntry] = {}
         programmed = {} if keys is None else self.refs.subnet_owner
         claimed: dict[str, str] = {}  # subnet -> key, in this call
         for key, record in sorted(pairs, key=lambda pair: pair[0]):
             entry = self.select(record) if record is not None else None
             if entry is None:
+                self._duplicates.pop(key, None)
                 continue
-            holder = claimed.get(entry.subnet) or programmed.get(entry.subnet)
+            holder = claimed.get(entry.subnet)
+            if holder is None and programmed.get(entry.subnet) not in changing:
+                holder = programmed.get(entry.subnet)  # a peer this pass leaves as it is
             if holder is not None and holder != key and holder < key:
                 if self._duplicates.get(key) != entry.subnet:
                     self._duplicates[key] = entry.subnet
                     log.warning("peer %s claims subnet %s, already held by peer %s; ignoring it",
                                 key, entry.subnet, holder)  # fmt: skip
                 continue
+            self._duplicates.pop(key, None)
             claimed[entry.subnet] = key
             out[key] = entry
         return out
@@ -260,7 +265,8 @@ class Reconciler(Generic[V]):
         """Dump the device, diff against the whole table, write the differences."""
         start = self.clock()
         if self.datapath.ensure_device():
-            self.programmed.clear()
+            self.programmed.clear()  # the device's entries are gone with it
+            self.refs = ObjectRefs()
         version = self.table.version
         if self._desired is None or self._desired[0] != version:  # the table changed
             self._desired = (version, self.desired())
@@ -279,22 +285,40 @@ class Reconciler(Generic[V]):
 
     def sync_keys(self, keys: set[str]) -> SyncResult:
         """Write the differences for the dirty `keys` only, against what this worker wrote last.
-        The cost is proportional to the number of keys, not to the number of peers."""
+        The cost is proportional to the number of keys, not to the number of peers.
+
+        A key taking a subnet from a programmed peer whose key sorts after it brings that peer
+        into the pass (it becomes the duplicate and loses its entries); a duplicate whose
+        subnet this pass frees is marked dirty, to be programmed by the next pass.
+        """
         start = self.clock()
+        keys = set(keys)
+        for key in list(keys):
+            record = self.table.get(key)
+            entry = self.select(record) if record is not None else None
+            holder = self.refs.subnet_owner.get(entry.subnet) if entry is not None else None
+            if holder is not None and holder not in keys and holder > key:
+                keys.add(holder)
         desired = self.desired(keys)
         before = [self.programmed[k] for k in keys if k in self.programmed]
         keep = self.refs.still_needed(before)
         result = self._apply(diff(desired, KernelState.of(before), keep=keep))
         self._observe_latency(keys - result.retry)
+        freed: set[str] = set()
         for key in keys:
             if key in result.retry:
                 continue
             old = self.programmed.pop(key, None)
             if old is not None:
                 self.refs.remove(key, old)
+                freed.add(old.subnet)
             if key in desired:
                 self.programmed[key] = desired[key]
                 self.refs.add(key, desired[key])
+        freed -= self.refs.subnet_owner.keys()
+        if freed:
+            waiting = [k for k, subnet in self._duplicates.items() if subnet in freed]
+            self.table.mark_dirty(waiting)
         self._report("incremental", result, start)
         return result
 

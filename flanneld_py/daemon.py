@@ -142,6 +142,7 @@ class Daemon:
         self.table.on_change = self._peer_changed
         self.subnet_keys: dict[str, tuple[bool, bool]] = {}  # key -> (in range, reserved)
         self._subnet_counts: collections.Counter[tuple[bool, bool]] = collections.Counter()
+        self._count_lock = threading.Lock()
         self._snapshot_budget: int | None = None  # info lines a listing may still log
         self._snapshot_quiet = 0  # its changes logged at debug level
         self.lease: Lease | None = None
@@ -344,11 +345,13 @@ class Daemon:
         ):
             log.warning("this node's lease %s is gone from the datastore", own.key)
             self.lease_lost.set()
-        self.subnet_keys = {}
-        self._subnet_counts.clear()
+        with self._count_lock:
+            self.subnet_keys = {}
+            self._subnet_counts.clear()
         for key, lease in items:
             self._track_key(key, lease, count=False)
-        self._count_subnets()
+        with self._count_lock:
+            self._count_subnets()
         if not self.programs_peers:
             return
         records = []
@@ -419,15 +422,16 @@ class Daemon:
     def _track_key(self, key: str, lease: Lease | None, count: bool = True) -> None:
         """Record a lease key's (in range, reserved) state; O(1), so that an event costs the
         same at any number of leases."""
-        old = self.subnet_keys.pop(key, None)
-        if old is not None:
-            self._subnet_counts[old] -= 1
-        if lease is not None and self.cfg is not None:
-            state = _KEY_STATES[(fits(self.cfg, 4, lease.subnet), lease.lease_id == 0)]
-            self.subnet_keys[key] = state
-            self._subnet_counts[state] += 1
-        if count:
-            self._count_subnets()
+        with self._count_lock:  # the watch thread and the lease keeper both report keys
+            old = self.subnet_keys.pop(key, None)
+            if old is not None:
+                self._subnet_counts[old] -= 1
+            if lease is not None and self.cfg is not None:
+                state = _KEY_STATES[(fits(self.cfg, 4, lease.subnet), lease.lease_id == 0)]
+                self.subnet_keys[key] = state
+                self._subnet_counts[state] += 1
+            if count:
+                self._count_subnets()
 
     def _peer_changed(self, key: str, change: str, peer: VxlanPeer | None) -> None:
         self.obs.peer_event(change)

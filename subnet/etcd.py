@@ -458,6 +458,9 @@ class EtcdSubnetManager:
                     "deleting this node's lease %s: it does not fit the network config", stale.key
                 )
                 self.registry.delete(self._key(stale.key))
+            if choice.stale:  # gone from etcd: not in the listing the watch may start from
+                deleted = {stale.key for stale in choice.stale}
+                leases = [lease for lease in leases if lease.key not in deleted]
             value = attrs.encode()
             if choice.reuse is not None:
                 lease = choice.reuse

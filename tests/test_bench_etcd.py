@@ -10,7 +10,7 @@ pytestmark = [pytest.mark.kernel, pytest.mark.etcd]
 
 
 def test_etcd_scale_runs_at_small_n(capsys: pytest.CaptureFixture[str]) -> None:
-    out = etcd_scale.run([200], peers=200, events=10, spacing=0.02, idle=1.0)
+    out = etcd_scale.run(**etcd_scale.SMOKE)  # what `--smoke` runs
     # every peer reached the kernel (the benchmark itself checks the route counts)
     assert out["programming"][0][:2] == [200, 600]
     assert [row[:2] for row in out["resync"]] == [["none", 0], ["1 %", 6]]

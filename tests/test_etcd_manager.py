@@ -333,3 +333,23 @@ def test_start_up_lists_the_leases_once(etcd_url: str, etcd_prefix: str) -> None
         stop.set()
         reg.client.delete_prefix(etcd_prefix)
         reg.close()
+
+
+def test_leases_deleted_by_the_acquisition_are_not_in_the_first_snapshot(
+    registry: EtcdRegistry,
+) -> None:
+    put_config(registry, '{"Network": "10.3.0.0/16", "SubnetLen": 24}')
+    first = EtcdSubnetManager(registry)
+    first.acquire_lease(first.get_network_config(), attrs("1.2.3.4"))
+    put_config(registry, '{"Network": "10.3.0.0/16", "SubnetLen": 25}')  # the old /24 is stale
+    sm = EtcdSubnetManager(registry)
+    new = sm.acquire_lease(sm.get_network_config(), attrs("1.2.3.4"))
+    rec = Recorder()
+    stop = threading.Event()
+    t = run_watch(sm, rec, stop)
+    try:
+        wait_for("the first snapshot", lambda: rec.snapshots)
+        assert rec.snapshots[0] == [new.key]
+    finally:
+        stop.set()
+        t.join(timeout=10)

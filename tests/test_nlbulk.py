@@ -333,3 +333,28 @@ def test_flood_entries_are_left_out_on_request(
         "flannel.1", "dst", "198.18.9.9"])  # fmt: skip
     assert ("00:00:00:00:00:00", "198.18.9.9") in bulk.dump_fdb(idx, socket.AF_INET)
     assert bulk.dump_fdb(idx, socket.AF_INET, unicast=True) == set()
+
+
+def test_a_dump_given_up_half_way_does_not_block_the_next(
+    sockets: tuple[IPRoute, nlbulk.BulkSocket], ns: str
+) -> None:
+    _, bulk = sockets
+    idx = ifindex(ns)
+    bulk.window = 512
+    assert bulk.execute(requests_for(idx, "replace", 3000)) == [None] * 9000
+    parts = bulk._dump(nlbulk.RTM_GETROUTE, nlbulk._RTMSG.pack(2, 0, 0, 0, 0, 0, 0, 0, 0))
+    next(parts)
+    parts.close()  # as when the consumer raises
+    assert len(bulk.dump_neighs(idx, socket.AF_INET)) == 3000
+    assert len(bulk.dump_routes(idx, socket.AF_INET)) == 3000
+
+
+def test_a_route_of_another_metric_is_not_taken_for_ours(
+    sockets: tuple[IPRoute, nlbulk.BulkSocket], ns: str
+) -> None:
+    _, bulk = sockets
+    idx = ifindex(ns)
+    assert bulk.execute(requests_for(idx, "replace", 1)) == [None] * 3
+    sh(["ip", "netns", "exec", ns, "ip", "route", "add", "10.1.0.0/24", "via", "10.1.9.9", "dev",
+        "flannel.1", "onlink", "metric", "100"])  # fmt: skip
+    assert bulk.dump_routes(idx, socket.AF_INET) == {"10.1.0.0/24": "10.1.0.0"}

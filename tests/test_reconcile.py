@@ -555,3 +555,98 @@ def test_a_peer_the_kernel_refuses_backs_off_and_is_logged_once(
     dp.failures.clear()
     r.sync_keys({"k2"})
     assert "k2" not in r.failing and r.programmed["k2"] == entry(2)
+
+
+# --- one subnet, two peers (kube mode keys peers by node name) ------------------------------------
+
+S = "10.5.7.0/24"
+NODE_A = PeerEntry(S, "10.5.7.0", MAC_A, "192.168.0.1")
+NODE_B = PeerEntry(S, "10.5.7.0", MAC_B, "192.168.0.2")
+
+
+def synced(
+    records: list[tuple[str, PeerEntry]],
+) -> tuple[PeerTable[PeerEntry], FakeDatapath, Reconciler[PeerEntry]]:
+    table: PeerTable[PeerEntry] = PeerTable()
+    table.reset(records)
+    dp = FakeDatapath()
+    r = reconciler(table, dp)
+    r.full_sync()
+    table.wait(0)
+    return table, dp, r
+
+
+def drain(table: PeerTable[PeerEntry], r: Reconciler[PeerEntry]) -> None:
+    """Incremental passes until nothing is dirty (as the reconciler's loop would run them)."""
+    for _ in range(5):
+        dirty, _ = table.wait(0)
+        if not dirty:
+            return
+        r.sync_keys(dirty)
+
+
+def test_a_subnet_handed_to_another_node_in_one_pass_is_programmed() -> None:
+    table, dp, r = synced([("node-a", NODE_A)])
+    table.reset([("node-b", NODE_B)])  # a re-list: node-a gone, node-b has its podCIDR
+    drain(table, r)
+    assert set(r.programmed) == {"node-b"}
+    assert dp.state == KernelState.of([NODE_B])
+
+
+def test_a_subnet_left_and_taken_in_one_pass_is_programmed() -> None:
+    table, dp, r = synced([("node-a", NODE_A)])
+    moved = PeerEntry("10.5.8.0/24", "10.5.8.0", MAC_A, "192.168.0.1")
+    table.upsert("node-a", moved)
+    table.upsert("node-b", NODE_B)
+    drain(table, r)
+    assert dp.state == KernelState.of([moved, NODE_B])
+
+
+def test_a_lower_key_taking_a_subnet_displaces_the_holder() -> None:
+    table, dp, r = synced([("node-b", NODE_B)])
+    table.upsert("node-a", NODE_A)  # sorts first: it keeps the subnet
+    drain(table, r)
+    assert set(r.programmed) == {"node-a"}
+    assert dp.state == KernelState.of([NODE_A])
+    table.remove("node-b")  # the displaced duplicate leaves: node-a's route stays
+    drain(table, r)
+    assert dp.state == KernelState.of([NODE_A])
+
+
+def test_a_duplicate_is_programmed_once_the_holder_leaves() -> None:
+    table, dp, r = synced([("node-a", NODE_A), ("node-b", NODE_B)])
+    assert set(r.programmed) == {"node-a"}
+    table.remove("node-a")
+    drain(table, r)
+    assert set(r.programmed) == {"node-b"}
+    assert dp.state == KernelState.of([NODE_B])
+
+
+def test_a_recreated_device_forgets_the_old_references() -> None:
+    table, dp, r = synced([("node-a", NODE_A)])
+    table.remove("node-a")
+    dp.recreate = True
+    r.full_sync()
+    assert r.refs.subnet_owner == {}
+    table.upsert("node-b", NODE_B)
+    drain(table, r)
+    assert "node-b" in r.programmed
+
+
+def test_references_stay_exact_after_failures_on_a_recreated_device() -> None:
+    e1 = PeerEntry("10.5.1.0/24", "10.5.1.0", MAC_A, "192.168.0.1")
+    e2 = PeerEntry("10.5.2.0/24", "10.5.2.0", MAC_B, "192.168.0.2")
+    table: PeerTable[PeerEntry] = PeerTable()
+    table.reset([("k1", e1), ("k2", e2)])
+    dp = FakeDatapath()
+    r = reconciler(table, dp, retries=1)
+    r.full_sync()
+    dp.recreate = True
+    dp.fail("neigh", "replace", "10.5.1.0", times=1)
+    dp.fail("neigh", "replace", "10.5.2.0", times=1)
+    r.full_sync()
+    r.sync_keys({"k1", "k2"})
+    r.full_sync()
+    table.remove("k1")
+    r.sync_keys({"k1"})
+    assert dp.state == KernelState.of([e2])

@@ -54,14 +54,12 @@ FLAGS: list[Flag] = [
         "list",
         [],
         "regex matching the interface's IP addresses or name; tried after every --iface",
-        implemented=False,
     ),
     Flag(
         "iface-can-reach",
         "str",
         "",
-        "use the interface of the route to this IP address",
-        implemented=False,
+        "use the interface of the route to this IP address; tried after every --iface-regex",
     ),
     Flag(
         "public-ip",

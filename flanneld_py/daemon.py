@@ -195,7 +195,13 @@ class Daemon:
         stored_ip = stored_ips[0]
         if stored_ip:
             log.info("using public IP %s from the node's node-public-ip annotation", stored_ip)
-        ext = select_interface(self.opts.iface, stored_ip or self.opts.public_ip, ipr=self.ipr)
+        ext = select_interface(
+            self.opts.iface,
+            stored_ip or self.opts.public_ip,
+            ipr=self.ipr,
+            regexes=self.opts.iface_regex,
+            can_reach=self.opts.iface_can_reach,
+        )
         log.info(
             "using interface %s (index %d, MTU %d), address %s, public IP %s",
             ext.name,

@@ -1,19 +1,25 @@
 """Choosing the external interface: the one VXLAN packets leave by, and the address peers use.
 
 flanneld's order (flannel `main.go` and `pkg/ipmatch` LookupExtIface): each `--iface` in turn (an
-IP address names the interface that owns it, anything else is an interface name); with no
-`--iface`, the interface owning `--public-ip` if that is set, else the interface of the default
-route. The external address is `--public-ip` when set, else the interface's first global address.
+IP address names the interface that owns it, anything else is an interface name), then each
+`--iface-regex` (matched against every usable address of every interface, in kernel order, and
+only when no address matches, against interface names), then `--iface-can-reach` (the interface
+and preferred source address of the route to that IP); the first that finds an interface wins.
+With none of the three, the interface owning `--public-ip` if that is set, else the interface of
+the default route. The external address is `--public-ip` when set, else the interface's chosen
+address: the one that matched, or its first usable one (global before link-local, permanent
+before dynamic).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass
 from typing import Any
 
-from backend.netlink import IPRoute
+from backend.netlink import IPRoute, NetlinkError
 
 
 class InterfaceError(RuntimeError):
@@ -72,11 +78,58 @@ def _default_route_index(ipr: Any, family: int) -> int | None:
     return None
 
 
-def select_interface(ifaces: list[str], public_ip: str = "", ipr: Any = None) -> ExternalInterface:
+def _by_regex(ipr: Any, pattern: str) -> tuple[int, str | None] | None:
+    """The first interface with a usable IPv4 address matching `pattern` (that address), else
+    the first whose name matches (its first usable address is chosen later); None when neither.
+    Go's regexp.MatchString semantics: a match anywhere in the text. Raises InterfaceError for a
+    pattern that does not compile."""
+    try:
+        regex = re.compile(pattern)
+    except re.error as err:
+        raise InterfaceError(
+            f"--iface-regex {pattern!r} is not a regular expression: {err}"
+        ) from None
+    links = [(int(m["index"]), m.get("IFLA_IFNAME") or "") for m in ipr.get_links()]
+    for index, _ in links:
+        for addr in _addresses(ipr, index, socket.AF_INET):
+            if regex.search(addr):
+                return index, addr
+    for index, name in links:
+        if regex.search(name) and _addresses(ipr, index, socket.AF_INET):
+            return index, None
+    return None
+
+
+def _by_route(ipr: Any, target: str) -> tuple[int, str | None] | None:
+    """The interface and preferred source address of the route to `target` (an IPv4 address);
+    None when there is no route. Raises InterfaceError for a value that is not an address."""
+    try:
+        ipaddress.IPv4Address(target)
+    except ValueError:
+        raise InterfaceError(f"--iface-can-reach {target!r} is not an IPv4 address") from None
+    try:
+        routes = ipr.route("get", dst=target)
+    except NetlinkError:
+        return None  # unreachable
+    for m in routes:
+        if m.get("RTA_OIF"):
+            return int(m.get("RTA_OIF")), m.get("RTA_PREFSRC")
+    return None
+
+
+def select_interface(
+    ifaces: list[str],
+    public_ip: str = "",
+    ipr: Any = None,
+    regexes: list[str] | None = None,
+    can_reach: str = "",
+) -> ExternalInterface:
     """Pick the external interface for IPv4, in flanneld's order (see the module docstring).
 
-    `ifaces` are `--iface` values (names or IP addresses). Raises InterfaceError.
+    `ifaces` are `--iface` values (names or IP addresses), `regexes` the `--iface-regex` values,
+    `can_reach` the `--iface-can-reach` address. Raises InterfaceError.
     """
+    regexes = regexes or []
     own = ipr is None
     ipr = ipr or IPRoute()
     try:
@@ -98,11 +151,20 @@ def select_interface(ifaces: list[str], public_ip: str = "", ipr: Any = None) ->
                 if found:
                     candidates.append((found[0], None, f"--iface {value}"))
                     break
-        if ifaces and not candidates:
-            raise InterfaceError(
-                f"none of the interfaces given by --iface exist: {', '.join(ifaces)}"
-            )
-        if not ifaces:
+        for pattern in regexes if not candidates else []:
+            found_by_regex = _by_regex(ipr, pattern)
+            if found_by_regex is not None:
+                candidates.append((*found_by_regex, f"--iface-regex {pattern}"))
+                break
+        if can_reach and not candidates:
+            found_by_route = _by_route(ipr, can_reach)
+            if found_by_route is not None:
+                candidates.append((*found_by_route, f"--iface-can-reach {can_reach}"))
+        given = [f"--iface {v}" for v in ifaces] + [f"--iface-regex {r}" for r in regexes]
+        given += [f"--iface-can-reach {can_reach}"] if can_reach else []
+        if given and not candidates:
+            raise InterfaceError(f"no interface found for any of: {', '.join(given)}")
+        if not given:
             if public_ip:
                 index = _owner_of(ipr, public_ip)
                 if index is None:

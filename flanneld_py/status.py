@@ -1005,7 +1005,8 @@ def _read_kernel(obs: Observed, opts: Options, public_ip: str, device: bool = Tr
         dev = obs.device = netlink.get_link(ipr, obs.device_name) if device else None
         obs.cni_bridge = netlink.get_link(ipr, CNI_BRIDGE)
         try:
-            ext = select_interface(opts.iface, public_ip, ipr)
+            ext = select_interface(opts.iface, public_ip, ipr, regexes=opts.iface_regex,
+                                   can_reach=opts.iface_can_reach)  # fmt: skip
             obs.iface_name = ext.name
         except InterfaceError as err:
             obs.iface_error = str(err)

@@ -170,6 +170,48 @@ def test_peer_entries_round_trip_through_the_kernel(ns: str) -> None:
         dev.close()
 
 
+def test_iface_regex_and_can_reach_follow_flanneld_order(ns: str) -> None:
+    """Several interfaces, several addresses each: --iface first, then --iface-regex (addresses
+    before names), then --iface-can-reach; the address choice prefers permanent global ones."""
+    run = ["ip", "netns", "exec", ns]
+    for cmd in (
+        "ip link add eth1 type veth peer name eth1p",
+        "ip link add data0 type veth peer name data0p",
+        "ip addr add 203.0.113.5/24 dev eth1",
+        "ip addr add 203.0.113.9/24 dev eth1",
+        "ip addr add 192.168.77.2/24 dev data0 valid_lft 300 preferred_lft 300",  # dynamic
+        "ip addr add 192.168.78.2/24 dev data0",  # permanent: chosen first
+        "ip link set eth1 up",
+        "ip link set data0 up",
+        "ip route add 198.18.200.0/24 via 203.0.113.1 dev eth1 src 203.0.113.9",
+    ):
+        sh([*run, *cmd.split()])
+    with inside(ns):
+        ipr = IPRoute()
+    try:
+        by_address = select_interface([], ipr=ipr, regexes=[r"^203\.0\.113\.9$"])
+        assert (by_address.name, by_address.iface_addr) == ("eth1", "203.0.113.9")
+        by_name = select_interface([], ipr=ipr, regexes=["^data"])
+        assert (by_name.name, by_name.iface_addr) == ("data0", "192.168.78.2")
+        # addresses are tried before names: "eth1" is not an address, so the name matches
+        assert select_interface([], ipr=ipr, regexes=["nomatch", "eth1"]).name == "eth1"
+        # --iface wins over the regexes, the regexes over --iface-can-reach
+        assert select_interface(["data0"], ipr=ipr, regexes=["eth1"]).name == "data0"
+        assert select_interface([], ipr=ipr, regexes=["data"], can_reach="198.18.200.7").name == (
+            "data0"
+        )
+        reach = select_interface(["nosuch"], ipr=ipr, can_reach="198.18.200.7")
+        assert (reach.name, reach.iface_addr) == ("eth1", "203.0.113.9")  # the route's source
+        with pytest.raises(InterfaceError, match="--iface-regex nomatch"):
+            select_interface([], ipr=ipr, regexes=["nomatch"])
+        with pytest.raises(InterfaceError, match="not a regular expression"):
+            select_interface([], ipr=ipr, regexes=["("])
+        with pytest.raises(InterfaceError, match="not an IPv4 address"):
+            select_interface([], ipr=ipr, can_reach="eth0")
+    finally:
+        ipr.close()
+
+
 def test_interface_selection_follows_flanneld_order(ns: str) -> None:
     run = ["ip", "netns", "exec", ns]
     sh([*run, "ip", "link", "add", "eth1", "mtu", "9000", "type", "veth", "peer", "name", "eth1p"])

@@ -46,6 +46,11 @@ ENV PATH="/opt/venv/bin:${PATH}" \
     PYTHONUNBUFFERED=1 \
     PYTHONMALLOC=malloc
 
+# iptables (nft backend, Debian's default) for the forward and masquerade rules
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends iptables=1.8.9-2 \
+    && rm -rf /var/lib/apt/lists/*
+
 COPY --from=builder /opt/venv /opt/venv
 
 # No USER instruction: the daemon stays root. It creates and programs the flannel.<VNI> VXLAN
@@ -53,6 +58,5 @@ COPY --from=builder /opt/venv /opt/venv
 # (CAP_NET_RAW) and writes /run/flannel/subnet.env on the host. The DaemonSet grants exactly
 # NET_ADMIN and NET_RAW (not privileged); a non-root user would lose those capabilities at exec
 # unless they were also made ambient, which Kubernetes cannot do.
-# The daemon shells out to no other program yet; when masquerade rules arrive (iptables or
-# nftables), their command-line tools have to be installed here too.
+# The daemon runs iptables and iptables-restore (forward and masquerade rules) and nothing else.
 ENTRYPOINT ["flanneld-py"]

@@ -90,24 +90,21 @@ FLAGS: list[Flag] = [
         "ip-masq",
         "bool",
         False,
-        "masquerade traffic leaving the flannel network. So far only written to subnet.env as "
-        "FLANNEL_IPMASQ=true, which makes the CNI plugin leave masquerading to flanneld; the "
-        "masquerade rules themselves are not installed yet",
+        "masquerade traffic leaving the flannel network (iptables nat chain FLANNEL-POSTRTG; "
+        "subnet.env says FLANNEL_IPMASQ=true, so the CNI plugin leaves masquerading to flanneld)",
     ),
     Flag(
         "ip-masq-fully-random-disable",
         "bool",
         False,
         "do not use --random-fully in the MASQUERADE rule",
-        implemented=False,
     ),
-    Flag("iptables-resync", "int", 5, "seconds between iptables rule checks", implemented=False),
+    Flag("iptables-resync", "int", 5, "seconds between iptables rule checks"),
     Flag(
         "iptables-forward-rules",
         "bool",
         True,
-        "add FORWARD accept rules for the flannel network",
-        implemented=False,
+        "add FORWARD accept rules for the flannel network (filter chain FLANNEL-FWD)",
     ),
     Flag(
         "ip-blackhole-route",

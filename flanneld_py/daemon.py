@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from backend import alloc
+from backend.iptables import Iptables, IptablesError, RuleKeeper, forward_rules, masq_rules
 from backend.netlink import IPRoute
 from backend.reconcile import PeerEntry, Reconciler, SyncResult
 from backend.vxlan import (
@@ -115,11 +116,6 @@ def warn_unimplemented(opts: Options) -> None:
     for flag in FLAGS:
         if not flag.implemented and getattr(opts, flag.attr) != flag.default:
             log.warning("--%s is not implemented yet in flanneld-py and has no effect", flag.name)
-    if opts.ip_masq:
-        log.warning(
-            "--ip-masq: flanneld-py does not install masquerade rules yet; pods' traffic "
-            "leaving the cluster network is not masqueraded"
-        )
 
 
 class Daemon:
@@ -503,6 +499,11 @@ class Daemon:
             threads["reconcile"] = threading.Thread(
                 target=reconciler.run, name="reconcile", daemon=True, args=(self.stop,)
             )
+        keeper = self._traffic_rules()
+        if keeper is not None:
+            threads["iptables"] = threading.Thread(
+                target=keeper.run, name="iptables", daemon=True, args=(self.stop,)
+            )
         self.obs.threads = threads
         for t in threads.values():
             t.start()
@@ -513,6 +514,39 @@ class Daemon:
             self.stop.wait()
         for t in threads.values():
             t.join(timeout=5)
+
+    def _traffic_rules(self) -> RuleKeeper | None:
+        """Write the masquerade (`--ip-masq`) and forward (`--iptables-forward-rules`) rules for
+        this lease, after removing those of the network and subnet of the previous subnet.env
+        when they differ; None when neither is wanted. Errors are logged: the overlay works
+        without them (flanneld exits instead)."""
+        opts = self.opts
+        if not (opts.ip_masq or opts.iptables_forward_rules) or self.lease is None:
+            return None
+        assert self.cfg is not None and self.lease.subnet is not None
+        ipt = Iptables()
+        keeper = RuleKeeper(ipt, float(opts.iptables_resync))
+        network, subnet = str(self.cfg.network), str(self.lease.subnet)
+        random_fully = not opts.ip_masq_fully_random_disable and ipt.supports_random_fully()
+        try:
+            if opts.ip_masq:
+                old_net = previous_cidr(self.previous, "FLANNEL_NETWORK", 4)
+                old_sub = previous_cidr(self.previous, "FLANNEL_SUBNET", 4)
+                if (
+                    old_net is not None
+                    and old_sub is not None
+                    and (str(old_net) != network or str(old_sub) != subnet)
+                ):
+                    log.info("removing the masquerade rules of the previous network %s, subnet "
+                             "%s", old_net, old_sub)  # fmt: skip
+                    ipt.delete(masq_rules(str(old_net), str(old_sub), random_fully))
+                keeper.add("masquerade", masq_rules(network, subnet, random_fully))
+            if opts.iptables_forward_rules:
+                keeper.add("forward", forward_rules(network))
+        except (IptablesError, OSError) as err:
+            log.error("could not write the iptables rules: %s; retrying every %d s", err,
+                      opts.iptables_resync)  # fmt: skip
+        return keeper
 
     def _complete_lease(self) -> None:
         """Once the first peer sync is in the kernel, tell the datastore the network is up

@@ -1,0 +1,201 @@
+"""flanneld's masquerade and forward rules, iptables mode (IPv4).
+
+The rule sets and their order are flanneld's (flannel `pkg/trafficmngr/iptables`), so that a
+node switched from Go flanneld to flanneld-py keeps exactly the same rules:
+
+- masquerade (`--ip-masq`), table `nat`: a jump from POSTROUTING to chain `FLANNEL-POSTRTG`, which
+  returns for kube-proxy's masquerade mark, for pod traffic inside the cluster network and for
+  traffic into this node's pods, and masquerades the cluster's traffic leaving it (multicast
+  excepted) and host traffic entering it;
+- forward (`--iptables-forward-rules`, on by default), table `filter`: a jump from FORWARD to
+  `FLANNEL-FWD`, which accepts traffic from and to the cluster network.
+
+Every rule carries the comment "flanneld masq" or "flanneld forward". The jumps are appended to
+the built-in chains. A rule set is written with one `iptables-restore --noflush` per table: an
+existing rule is deleted and appended again, so the whole set ends up in order. A periodic check
+(`iptables -C`) rewrites the whole set when any rule is missing. Nothing is removed on shutdown;
+a node whose network or subnet changed removes the rules of the old ones at start.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+MASQ_COMMENT = "flanneld masq"
+FORWARD_COMMENT = "flanneld forward"
+MULTICAST_V4 = "224.0.0.0/4"
+KUBE_PROXY_MARK = "0x4000/0x4000"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule: its table, chain and match/target arguments (as `iptables -A CHAIN` takes them)."""
+
+    table: str
+    chain: str
+    spec: tuple[str, ...]
+
+
+def masq_rules(network: str, subnet: str, random_fully: bool) -> list[Rule]:
+    """flanneld's masquerade rules for cluster `network` and this node's `subnet` (CIDR text),
+    in order. `random_fully` adds `--random-fully` to the MASQUERADE targets."""
+    c = ("-m", "comment", "--comment", MASQ_COMMENT)
+    masq = ("-j", "MASQUERADE", *(("--random-fully",) if random_fully else ()))
+    chain = "FLANNEL-POSTRTG"
+    return [
+        Rule("nat", "POSTROUTING", (*c, "-j", chain)),
+        Rule("nat", chain, ("-m", "mark", "--mark", KUBE_PROXY_MARK, *c, "-j", "RETURN")),
+        Rule("nat", chain, ("-s", subnet, "-d", network, *c, "-j", "RETURN")),
+        Rule("nat", chain, ("-s", network, "-d", subnet, *c, "-j", "RETURN")),
+        Rule("nat", chain, ("!", "-s", network, "-d", subnet, *c, "-j", "RETURN")),
+        Rule("nat", chain, ("-s", network, "!", "-d", MULTICAST_V4, *c, *masq)),
+        Rule("nat", chain, ("!", "-s", network, "-d", network, *c, *masq)),
+    ]
+
+
+def forward_rules(network: str) -> list[Rule]:
+    """flanneld's forward rules for cluster `network` (CIDR text), in order."""
+    c = ("-m", "comment", "--comment", FORWARD_COMMENT)
+    chain = "FLANNEL-FWD"
+    return [
+        Rule("filter", "FORWARD", (*c, "-j", chain)),
+        Rule("filter", chain, ("-s", network, *c, "-j", "ACCEPT")),
+        Rule("filter", chain, ("-d", network, *c, "-j", "ACCEPT")),
+    ]
+
+
+def _quote(arg: str) -> str:
+    return f'"{arg}"' if " " in arg else arg
+
+
+def restore_payload(table: str, lines: Sequence[tuple[str, Rule]]) -> str:
+    """The `iptables-restore --noflush` input for one table: `*table`, one `-A`/`-D` line per
+    (action, rule), `COMMIT`. Arguments with spaces (the comments) are double-quoted."""
+    out = [f"*{table}"]
+    for action, rule in lines:
+        out.append(" ".join([action, rule.chain, *(_quote(a) for a in rule.spec)]))
+    out.append("COMMIT")
+    return "\n".join(out) + "\n"
+
+
+class IptablesError(RuntimeError):
+    """An iptables command failed; the message has its output."""
+
+
+class Iptables:
+    """Runs `iptables` and `iptables-restore` (IPv4). `iptables-restore` runs are serialised."""
+
+    def __init__(self, binary: str = "iptables") -> None:
+        self.binary = binary
+        self._lock = threading.Lock()
+        self._random_fully: bool | None = None
+
+    def _run(self, *args: str, stdin: str | None = None, check: bool = True) -> int:
+        res = subprocess.run([*args], input=stdin, capture_output=True, text=True, timeout=60)
+        if check and res.returncode != 0:
+            raise IptablesError(f"{' '.join(args)}: {(res.stderr or res.stdout).strip()}")
+        return res.returncode
+
+    def supports_random_fully(self) -> bool:
+        """Whether MASQUERADE takes --random-fully (iptables 1.6.2 and later)."""
+        if self._random_fully is None:
+            res = subprocess.run([self.binary, "--version"], capture_output=True, text=True,
+                                 timeout=30)  # fmt: skip
+            found = re.search(r"v(\d+)\.(\d+)\.(\d+)", res.stdout)
+            version = tuple(int(x) for x in found.groups()) if found else (0, 0, 0)
+            self._random_fully = version >= (1, 6, 2)
+        return self._random_fully
+
+    def exists(self, rule: Rule) -> bool:
+        return self._run(self.binary, "-w", "-t", rule.table, "-C", rule.chain, *rule.spec,
+                         check=False) == 0  # fmt: skip
+
+    def chain_exists(self, table: str, chain: str) -> bool:
+        return self._run(self.binary, "-w", "-t", table, "-S", chain, check=False) == 0
+
+    def clear_chain(self, table: str, chain: str) -> None:
+        """Create `chain`, or flush it when it exists."""
+        if self.chain_exists(table, chain):
+            self._run(self.binary, "-w", "-t", table, "-F", chain)
+        else:
+            self._run(self.binary, "-w", "-t", table, "-N", chain)
+
+    def write(self, rules: Sequence[Rule]) -> None:
+        """Write `rules` in order: own chains created or flushed, every existing rule of a
+        built-in chain deleted and appended again. Raises IptablesError."""
+        with self._lock:
+            for table in dict.fromkeys(r.table for r in rules):
+                mine = [r for r in rules if r.table == table]
+                for chain in dict.fromkeys(r.chain for r in mine):
+                    if chain.startswith("FLANNEL-"):
+                        self.clear_chain(table, chain)
+                lines: list[tuple[str, Rule]] = []
+                for rule in mine:
+                    if not rule.chain.startswith("FLANNEL-") and self.exists(rule):
+                        lines.append(("-D", rule))
+                    lines.append(("-A", rule))
+                self._run(f"{self.binary}-restore", "--noflush", "--wait",
+                          stdin=restore_payload(table, lines))  # fmt: skip
+
+    def delete(self, rules: Sequence[Rule]) -> None:
+        """Delete those of `rules` that exist. Raises IptablesError."""
+        with self._lock:
+            for table in dict.fromkeys(r.table for r in rules):
+                lines = [("-D", r) for r in rules if r.table == table and self.exists(r)]
+                if lines:
+                    self._run(f"{self.binary}-restore", "--noflush", "--wait",
+                              stdin=restore_payload(table, lines))  # fmt: skip
+
+    def missing(self, rules: Sequence[Rule]) -> list[Rule]:
+        """The rules of `rules` that are not there (all of a chain's when the chain is gone)."""
+        gone_chains = {(r.table, r.chain) for r in rules if r.chain.startswith("FLANNEL-")}
+        gone_chains = {tc for tc in gone_chains if not self.chain_exists(*tc)}
+        return [r for r in rules if (r.table, r.chain) in gone_chains or not self.exists(r)]
+
+
+class RuleKeeper:
+    """Keeps rule sets in place: writes them at start and every `period` seconds checks them,
+    rewriting a whole set when any rule of it is missing (flanneld's resync)."""
+
+    def __init__(self, iptables: Iptables, period: float) -> None:
+        self.iptables = iptables
+        self.period = period
+        self.sets: list[tuple[str, list[Rule]]] = []  # (name, rules)
+        self.repairs = 0
+        self._errors: dict[str, str] = {}  # set name -> error last logged
+
+    def add(self, name: str, rules: list[Rule]) -> None:
+        """Keep a rule set and write it now. Raises IptablesError or OSError (the set is kept:
+        the next check writes it again)."""
+        self.sets.append((name, rules))
+        self.iptables.write(rules)
+        log.info("wrote the %s rules (%d rules)", name, len(rules))
+
+    def check(self) -> None:
+        """Rewrite every set with a missing rule. Errors are logged (once while they repeat),
+        not raised."""
+        for name, rules in self.sets:
+            try:
+                missing = self.iptables.missing(rules)
+                if missing:
+                    log.warning("%d of the %s rules are missing; writing the set again",
+                                len(missing), name)  # fmt: skip
+                    self.iptables.write(rules)
+                    self.repairs += 1
+                self._errors.pop(name, None)
+            except (IptablesError, OSError, subprocess.SubprocessError) as err:
+                if self._errors.get(name) != str(err):
+                    self._errors[name] = str(err)
+                    log.error("could not check or repair the %s rules: %s", name, err)
+
+    def run(self, stop: threading.Event) -> None:
+        """Check every `period` seconds until `stop` is set."""
+        while not stop.wait(self.period):
+            self.check()

@@ -1,0 +1,146 @@
+"""flanneld's masquerade and forward rules: the rule text, and the rules in a node's namespace."""
+
+from __future__ import annotations
+
+import pytest
+
+from backend.iptables import Rule, forward_rules, masq_rules, restore_payload
+from tests.testbed import Node, Testbed, wait_for
+
+N, P = "10.244.0.0/16", "10.244.3.0/24"
+
+# what `iptables -t nat -S` shows on a flanneld node (flannel's e2e golden rules; `-S` lists
+# the chains first)
+MASQ_S = [
+    "-N FLANNEL-POSTRTG",
+    '-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG',
+    "-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 "
+    '-m comment --comment "flanneld masq" -j RETURN',
+    '-A FLANNEL-POSTRTG -s {P} -d {N} -m comment --comment "flanneld masq" -j RETURN',
+    '-A FLANNEL-POSTRTG -s {N} -d {P} -m comment --comment "flanneld masq" -j RETURN',
+    '-A FLANNEL-POSTRTG ! -s {N} -d {P} -m comment --comment "flanneld masq" -j RETURN',
+    '-A FLANNEL-POSTRTG -s {N} ! -d 224.0.0.0/4 -m comment --comment "flanneld masq" '
+    "-j MASQUERADE --random-fully",
+    '-A FLANNEL-POSTRTG ! -s {N} -d {N} -m comment --comment "flanneld masq" '
+    "-j MASQUERADE --random-fully",
+]
+FORWARD_S = [
+    "-N FLANNEL-FWD",
+    '-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD',
+    '-A FLANNEL-FWD -s {N} -m comment --comment "flanneld forward" -j ACCEPT',
+    '-A FLANNEL-FWD -d {N} -m comment --comment "flanneld forward" -j ACCEPT',
+]
+
+
+def test_restore_payload_quotes_comments_and_keeps_order() -> None:
+    rules = masq_rules(N, P, random_fully=False)
+    payload = restore_payload("nat", [("-D", rules[0]), ("-A", rules[0]), ("-A", rules[6])])
+    assert payload.splitlines() == [
+        "*nat",
+        '-D POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG',
+        '-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG',
+        f'-A FLANNEL-POSTRTG ! -s {N} -d {N} -m comment --comment "flanneld masq" -j MASQUERADE',
+        "COMMIT",
+    ]
+    assert forward_rules(N)[1] == Rule(
+        "filter", "FLANNEL-FWD", ("-s", N, "-m", "comment", "--comment", "flanneld forward", "-j",
+                                  "ACCEPT"))  # fmt: skip
+
+
+def rules_shown(tb: Testbed, node: Node, table: str) -> list[str]:
+    res = tb.node_sh(node, "iptables", "-w", "-t", table, "-S")
+    return [line for line in res.stdout.splitlines() if "FLANNEL" in line]
+
+
+@pytest.mark.kernel
+@pytest.mark.etcd
+def test_rules_are_flanneld_s_and_come_back_when_deleted(testbed: Testbed) -> None:
+    node = testbed.add_node()
+    testbed.start_daemon(node, "--ip-masq", "--iptables-resync=1")
+    subnet = testbed.wait_subnet(node)
+    p = testbed.subnet_of(node)
+    want_nat = [line.format(N=N, P=p) for line in MASQ_S]
+    want_filter = [line.format(N=N) for line in FORWARD_S]
+    wait_for("the rules", lambda: rules_shown(testbed, node, "nat") == want_nat)
+    wait_for("the forward rules", lambda: rules_shown(testbed, node, "filter") == want_filter)
+    assert node.subnet_env()["FLANNEL_IPMASQ"] == "true" and subnet
+    # a rule deleted by hand, and a whole chain flushed, come back in order
+    testbed.node_sh(node, "iptables", "-w", "-t", "nat", "-D", "FLANNEL-POSTRTG", "-m", "mark",
+                    "--mark", "0x4000/0x4000", "-m", "comment", "--comment", "flanneld masq",
+                    "-j", "RETURN")  # fmt: skip
+    testbed.node_sh(node, "iptables", "-w", "-t", "filter", "-F", "FLANNEL-FWD")
+    wait_for("the rules repaired", lambda: rules_shown(testbed, node, "nat") == want_nat,
+             timeout=15)  # fmt: skip
+    wait_for("the forward rules repaired",
+             lambda: rules_shown(testbed, node, "filter") == want_filter, timeout=15)  # fmt: skip
+    # nothing is removed on shutdown
+    assert testbed.stop_daemon(node) == 0
+    assert rules_shown(testbed, node, "nat") == want_nat
+
+
+@pytest.mark.kernel
+@pytest.mark.etcd
+def test_without_ip_masq_only_the_forward_rules_are_written(testbed: Testbed) -> None:
+    node = testbed.add_node()
+    testbed.start_daemon(node, "--iptables-forward-rules=true")
+    testbed.wait_subnet(node)
+    want = [line.format(N=N) for line in FORWARD_S]
+    wait_for("the forward rules", lambda: rules_shown(testbed, node, "filter") == want)
+    assert rules_shown(testbed, node, "nat") == []
+
+
+SEND = "import socket, sys; socket.socket(2, 2).sendto(b'x', (sys.argv[1], int(sys.argv[2])))"
+RECEIVE = (
+    "import socket, sys; s = socket.socket(2, 2); s.bind((sys.argv[1], int(sys.argv[2]))); "
+    "s.settimeout(20); print(s.recvfrom(16)[1][0], flush=True)"
+)
+
+
+@pytest.mark.kernel
+@pytest.mark.etcd
+def test_pod_traffic_leaving_the_cluster_is_masqueraded_and_pod_to_pod_is_not(
+    testbed: Testbed,
+) -> None:
+    """The "wan" is the testbed's underlay router (198.18.0.254, this test's own namespace):
+    it must see the node's address for a pod's packet; a pod on another node, the pod's."""
+    import socket
+    import subprocess
+    import sys
+
+    from tests.testbed import UNDERLAY_GW
+
+    nodes = [testbed.add_node() for _ in range(2)]
+    for node in nodes:
+        testbed.start_daemon(node, "--ip-masq")
+    for node in nodes:
+        testbed.wait_subnet(node)
+    testbed.wait_converged()
+    pod_a, pod_b = testbed.add_pod(nodes[0]), testbed.add_pod(nodes[1])
+    assert testbed.ping(pod_a, pod_b.ip, count=3)
+    wait_for("the masquerade rules", lambda: len(rules_shown(testbed, nodes[0], "nat")) == 8)
+
+    wan = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    wan.bind((UNDERLAY_GW, 40000))
+    wan.settimeout(20)
+    try:
+        testbed.pod_sh(pod_a, sys.executable, "-c", SEND, UNDERLAY_GW, "40000")
+        _, (source, _) = wan.recvfrom(16)
+    finally:
+        wan.close()
+    assert source == nodes[0].address
+
+    receive = ["ip", "netns", "exec", pod_b.netns, sys.executable, "-c", RECEIVE, pod_b.ip, "40001"]
+    listener = subprocess.Popen(receive, stdout=subprocess.PIPE, text=True)
+    try:
+
+        def sent() -> bool:
+            testbed.pod_sh(pod_a, sys.executable, "-c", SEND, pod_b.ip, "40001")
+            return listener.poll() is not None
+
+        wait_for("the pod-to-pod datagram", sent, timeout=20, interval=0.5)
+        out, _ = listener.communicate(timeout=10)
+    finally:
+        if listener.poll() is None:
+            listener.kill()
+            listener.wait()
+    assert out.strip() == pod_a.ip

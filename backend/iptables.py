@@ -13,8 +13,8 @@ node switched from Go flanneld to flanneld-py keeps exactly the same rules:
 Every rule carries the comment "flanneld masq" or "flanneld forward". The jumps are appended to
 the built-in chains. A rule set is written with one `iptables-restore --noflush` per table: an
 existing rule is deleted and appended again, so the whole set ends up in order. A periodic check
-(`iptables -C`) rewrites the whole set when any rule is missing. Nothing is removed on shutdown;
-a node whose network or subnet changed removes the rules of the old ones at start.
+(one `iptables -S` per table) rewrites the whole set when any rule is missing. Nothing is removed
+on shutdown; a node whose network or subnet changed removes the rules of the old ones at start.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def restore_payload(table: str, lines: Sequence[tuple[str, Rule]]) -> str:
     (action, rule), `COMMIT`. Arguments with spaces (the comments) are double-quoted."""
     out = [f"*{table}"]
     for action, rule in lines:
-        out.append(" ".join([action, rule.chain, *(_quote(a) for a in rule.spec)]))
+        out.append(action + rule_line(rule)[2:])
     out.append("COMMIT")
     return "\n".join(out) + "\n"
 
@@ -96,6 +96,7 @@ class Iptables:
         self.binary = binary
         self._lock = threading.Lock()
         self._random_fully: bool | None = None
+        self._listing_differs: set[str] = set()  # tables whose -S output we cannot compare with
 
     def _run(self, *args: str, stdin: str | None = None, check: bool = True) -> int:
         res = subprocess.run([*args], input=stdin, capture_output=True, text=True, timeout=60)
@@ -154,10 +155,39 @@ class Iptables:
                               stdin=restore_payload(table, lines))  # fmt: skip
 
     def missing(self, rules: Sequence[Rule]) -> list[Rule]:
-        """The rules of `rules` that are not there (all of a chain's when the chain is gone)."""
-        gone_chains = {(r.table, r.chain) for r in rules if r.chain.startswith("FLANNEL-")}
-        gone_chains = {tc for tc in gone_chains if not self.chain_exists(*tc)}
-        return [r for r in rules if (r.table, r.chain) in gone_chains or not self.exists(r)]
+        """The rules of `rules` that are not there, from one `iptables -S` per table: a rule is
+        there when its `-A` line is listed as we render it. Where the listing renders a rule
+        differently (another iptables version), each rule is checked with `iptables -C`."""
+        out: list[Rule] = []
+        for table in dict.fromkeys(r.table for r in rules):
+            mine = [r for r in rules if r.table == table]
+            res = subprocess.run([self.binary, "-w", "-t", table, "-S"], capture_output=True,
+                                 text=True, timeout=60)  # fmt: skip
+            if res.returncode != 0:
+                raise IptablesError(f"{self.binary} -t {table} -S: {res.stderr.strip()}")
+            listed = set(res.stdout.splitlines())
+            absent = [r for r in mine if rule_line(r) not in listed]
+            if absent and table in self._listing_differs:
+                absent = [r for r in absent if not self.exists(r)]
+            out += absent
+        return out
+
+    def listing_matches(self, rules: Sequence[Rule]) -> None:
+        """After writing `rules`: if `iptables -S` does not show them as rendered, remember to
+        check that table's rules one by one from now on."""
+        for table in dict.fromkeys(r.table for r in rules):
+            res = subprocess.run([self.binary, "-w", "-t", table, "-S"], capture_output=True,
+                                 text=True, timeout=60)  # fmt: skip
+            listed = set(res.stdout.splitlines())
+            if any(rule_line(r) not in listed for r in rules if r.table == table):
+                log.info("iptables lists the %s rules differently from flanneld-py; checking "
+                         "them one by one", table)  # fmt: skip
+                self._listing_differs.add(table)
+
+
+def rule_line(rule: Rule) -> str:
+    """The rule as `iptables -S` lists it: `-A CHAIN args`, arguments with spaces quoted."""
+    return " ".join(["-A", rule.chain, *(_quote(a) for a in rule.spec)])
 
 
 class RuleKeeper:
@@ -176,6 +206,7 @@ class RuleKeeper:
         the next check writes it again)."""
         self.sets.append((name, rules))
         self.iptables.write(rules)
+        self.iptables.listing_matches(rules)
         log.info("wrote the %s rules (%d rules)", name, len(rules))
 
     def check(self) -> None:

@@ -144,3 +144,10 @@ def test_pod_traffic_leaving_the_cluster_is_masqueraded_and_pod_to_pod_is_not(
             listener.kill()
             listener.wait()
     assert out.strip() == pod_a.ip
+
+
+def test_rule_lines_render_as_iptables_lists_them() -> None:
+    from backend.iptables import rule_line
+
+    lines = [rule_line(r) for r in masq_rules(N, P, random_fully=True)]
+    assert lines == [x.format(N=N, P=P) for x in MASQ_S if not x.startswith("-N")]

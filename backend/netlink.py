@@ -180,3 +180,17 @@ def ensure_address(
     if not present:
         ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
     return removed
+
+
+RTN_BLACKHOLE = 6
+
+
+def ensure_blackhole(ipr: IPRoute, dst: str) -> bool:
+    """Add a blackhole route to `dst` (CIDR text, main table) unless one exists; True when it
+    was added. Raises NetlinkError."""
+    family = family_of(dst)
+    for m in ipr.route("dump", table=MAIN_TABLE, family=family, type=RTN_BLACKHOLE):
+        if m["type"] == RTN_BLACKHOLE and f"{m.get('RTA_DST')}/{m['dst_len']}" == dst:
+            return False
+    ipr.route("add", dst=dst, type=RTN_BLACKHOLE, table=MAIN_TABLE, family=family)
+    return True

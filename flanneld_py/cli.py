@@ -110,8 +110,8 @@ FLAGS: list[Flag] = [
         "ip-blackhole-route",
         "bool",
         False,
-        "add a blackhole route for this node's subnet",
-        implemented=False,
+        "add a blackhole route for this node's subnet (checked every --iptables-resync seconds), "
+        "for setups without the bridge plugin",
     ),
     Flag("healthz-ip", "str", "0.0.0.0", "address the health server listens on"),
     Flag(

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from backend import alloc
 from backend.iptables import Iptables, IptablesError, RuleKeeper, forward_rules, masq_rules
-from backend.netlink import IPRoute
+from backend.netlink import IPRoute, NetlinkError, ensure_blackhole
 from backend.reconcile import PeerEntry, Reconciler, SyncResult
 from backend.vxlan import (
     PeerFormatError,
@@ -499,6 +499,10 @@ class Daemon:
             threads["reconcile"] = threading.Thread(
                 target=reconciler.run, name="reconcile", daemon=True, args=(self.stop,)
             )
+        if self.opts.ip_blackhole_route:
+            threads["blackhole"] = threading.Thread(
+                target=self._keep_blackhole_route, name="blackhole", daemon=True
+            )
         keeper = self._traffic_rules()
         if keeper is not None:
             threads["iptables"] = threading.Thread(
@@ -514,6 +518,29 @@ class Daemon:
             self.stop.wait()
         for t in threads.values():
             t.join(timeout=5)
+
+    def _keep_blackhole_route(self) -> None:
+        """`--ip-blackhole-route`: every `--iptables-resync` seconds (the first time after one
+        period, as flanneld), add a blackhole route for this node's subnet when there is none,
+        so that traffic to its unused addresses is dropped here rather than routed out."""
+        ipr = IPRoute()
+        try:
+            last_error = ""
+            while not self.stop.wait(float(self.opts.iptables_resync)):
+                lease = self.lease
+                if lease is None or lease.subnet is None:
+                    continue
+                try:
+                    if ensure_blackhole(ipr, str(lease.subnet)):
+                        log.info("added a blackhole route for %s", lease.subnet)
+                    last_error = ""
+                except (NetlinkError, OSError) as err:
+                    if str(err) != last_error:
+                        last_error = str(err)
+                        log.error("could not add the blackhole route for %s: %s",
+                                  lease.subnet, err)  # fmt: skip
+        finally:
+            ipr.close()
 
     def _traffic_rules(self) -> RuleKeeper | None:
         """Write the masquerade (`--ip-masq`) and forward (`--iptables-forward-rules`) rules for

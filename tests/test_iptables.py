@@ -151,3 +151,22 @@ def test_rule_lines_render_as_iptables_lists_them() -> None:
 
     lines = [rule_line(r) for r in masq_rules(N, P, random_fully=True)]
     assert lines == [x.format(N=N, P=P) for x in MASQ_S if not x.startswith("-N")]
+
+
+@pytest.mark.kernel
+@pytest.mark.etcd
+def test_ip_blackhole_route_is_added_and_kept(testbed: Testbed) -> None:
+    node = testbed.add_node()
+    testbed.start_daemon(node, "--ip-blackhole-route", "--iptables-resync=1")
+    testbed.wait_subnet(node)
+    subnet = testbed.subnet_of(node)
+
+    def blackholes() -> list[str]:
+        res = testbed.node_sh(node, "ip", "route", "show", "type", "blackhole")
+        return res.stdout.split()
+
+    wait_for("the blackhole route", lambda: subnet in blackholes(), timeout=15)
+    testbed.node_sh(node, "ip", "route", "del", "blackhole", subnet)
+    wait_for("the blackhole route back", lambda: subnet in blackholes(), timeout=15)
+    # checked every second, added only when missing: one route, not one per check
+    assert blackholes().count(subnet) == 1

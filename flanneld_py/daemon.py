@@ -185,6 +185,8 @@ class Daemon:
             log.warning(
                 "Backend.DirectRouting is not implemented yet; using the overlay for all peers"
             )
+        if cfg.enable_nftables and (self.opts.ip_masq or self.opts.iptables_forward_rules):
+            log.warning("EnableNFTables is not implemented yet; writing the iptables rules instead")
         stored_ips = self._retry("read this node's stored public IPs", self.sm.stored_public_ips)
         if stored_ips is None:
             return False

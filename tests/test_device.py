@@ -141,6 +141,26 @@ def test_configured_port_mtu_and_vni_are_used(ns: str) -> None:
         dev.close()
 
 
+def test_gbp_and_learning_from_the_network_config_reach_the_device(ns: str) -> None:
+    from backend.vxlan import parse_vxlan_config
+
+    cfg = parse_vxlan_config({"Type": "vxlan", "VNI": 7, "GBP": True, "Learning": True})
+    dev = make_device(ns, cfg)
+    try:
+        dev.ensure_device()
+        info = link_json(ns, "flannel.7")["linkinfo"]["info_data"]  # type: ignore[index]
+        assert info["id"] == 7 and info["learning"] is True
+        assert info.get("gbp") is True
+        # a device without GBP is not reused for a GBP config: it is recreated with it
+        dev.close()
+        plain = make_device(ns, VXLANConfig(vni=7))
+        plain.ensure_device()
+        assert "gbp" not in link_json(ns, "flannel.7")["linkinfo"]["info_data"]  # type: ignore[index]
+        plain.close()
+    finally:
+        dev.close()
+
+
 def test_peer_entries_round_trip_through_the_kernel(ns: str) -> None:
     dev = make_device(ns)
     try:

@@ -99,7 +99,7 @@ class Iptables:
         self._listing_differs: set[str] = set()  # tables whose -S output we cannot compare with
 
     def _run(self, *args: str, stdin: str | None = None, check: bool = True) -> int:
-        res = subprocess.run([*args], input=stdin, capture_output=True, text=True, timeout=60)
+        res = subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=60)
         if check and res.returncode != 0:
             raise IptablesError(f"{' '.join(args)}: {(res.stderr or res.stdout).strip()}")
         return res.returncode
@@ -115,10 +115,12 @@ class Iptables:
         return self._random_fully
 
     def exists(self, rule: Rule) -> bool:
+        """Whether `rule` is in its chain (`iptables -C`); False also when the chain is gone."""
         return self._run(self.binary, "-w", "-t", rule.table, "-C", rule.chain, *rule.spec,
                          check=False) == 0  # fmt: skip
 
     def chain_exists(self, table: str, chain: str) -> bool:
+        """Whether `chain` exists in `table`."""
         return self._run(self.binary, "-w", "-t", table, "-S", chain, check=False) == 0
 
     def clear_chain(self, table: str, chain: str) -> None:
@@ -154,19 +156,23 @@ class Iptables:
                     self._run(f"{self.binary}-restore", "--noflush", "--wait",
                               stdin=restore_payload(table, lines))  # fmt: skip
 
+    def listed(self, table: str) -> set[str]:
+        """The lines of `iptables -t TABLE -S`. Raises IptablesError."""
+        res = subprocess.run([self.binary, "-w", "-t", table, "-S"], capture_output=True,
+                             text=True, timeout=60)  # fmt: skip
+        if res.returncode != 0:
+            raise IptablesError(f"{self.binary} -t {table} -S: {res.stderr.strip()}")
+        return set(res.stdout.splitlines())
+
     def missing(self, rules: Sequence[Rule]) -> list[Rule]:
         """The rules of `rules` that are not there, from one `iptables -S` per table: a rule is
         there when its `-A` line is listed as we render it. Where the listing renders a rule
-        differently (another iptables version), each rule is checked with `iptables -C`."""
+        differently (another iptables version), each rule is checked with `iptables -C`.
+        Raises IptablesError."""
         out: list[Rule] = []
         for table in dict.fromkeys(r.table for r in rules):
-            mine = [r for r in rules if r.table == table]
-            res = subprocess.run([self.binary, "-w", "-t", table, "-S"], capture_output=True,
-                                 text=True, timeout=60)  # fmt: skip
-            if res.returncode != 0:
-                raise IptablesError(f"{self.binary} -t {table} -S: {res.stderr.strip()}")
-            listed = set(res.stdout.splitlines())
-            absent = [r for r in mine if rule_line(r) not in listed]
+            listed = self.listed(table)
+            absent = [r for r in rules if r.table == table and rule_line(r) not in listed]
             if absent and table in self._listing_differs:
                 absent = [r for r in absent if not self.exists(r)]
             out += absent
@@ -174,11 +180,9 @@ class Iptables:
 
     def listing_matches(self, rules: Sequence[Rule]) -> None:
         """After writing `rules`: if `iptables -S` does not show them as rendered, remember to
-        check that table's rules one by one from now on."""
+        check that table's rules one by one from now on. Raises IptablesError."""
         for table in dict.fromkeys(r.table for r in rules):
-            res = subprocess.run([self.binary, "-w", "-t", table, "-S"], capture_output=True,
-                                 text=True, timeout=60)  # fmt: skip
-            listed = set(res.stdout.splitlines())
+            listed = self.listed(table)
             if any(rule_line(r) not in listed for r in rules if r.table == table):
                 log.info("iptables lists the %s rules differently from flanneld-py; checking "
                          "them one by one", table)  # fmt: skip

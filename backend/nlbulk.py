@@ -107,41 +107,42 @@ def _attr(kind: int, value: bytes) -> bytes:
     return _ATTR.pack(4 + len(value), kind) + value + b"\0" * pad
 
 
-def _message(kind: int, flags: int, seq: int, pid: int, body: bytes) -> bytes:
-    return _HDR.pack(16 + len(body), kind, flags, seq, pid) + body
+def _message(kind: int, flags: int, body: bytes, seq: int = 0) -> bytes:
+    """A netlink message: header (port ID 0: the kernel) and `body`."""
+    return _HDR.pack(16 + len(body), kind, flags, seq, 0) + body
 
 
-def neigh_request(
-    action: str, seq: int, index: int, ip: str, mac: str | None, pid: int = 0
-) -> bytes:
+def neigh_request(action: str, index: int, ip: str, mac: str | None) -> bytes:
     """The RTM_NEWNEIGH ("replace") or RTM_DELNEIGH ("delete") message for a permanent
-    neighbour entry `ip` -> `mac` (colon hex; ignored for "delete") on link `index`."""
+    neighbour entry `ip` -> `mac` (colon hex; ignored for "delete") on link `index`, with
+    sequence number and port ID 0 (`BulkSocket.execute` numbers them). Raises OSError for an
+    IP that is not an address."""
     family, dst = _addr(ip)
     if action == "replace":
         body = _NDMSG.pack(family, index, NUD_PERMANENT, 0, 0)
         body += _attr(NDA_DST, dst) + _attr(NDA_LLADDR, _mac(mac or ""))
-        return _message(RTM_NEWNEIGH, _REPLACE, seq, pid, body)
+        return _message(RTM_NEWNEIGH, _REPLACE, body)
     body = _NDMSG.pack(family, index, NUD_PERMANENT, 0, 0) + _attr(NDA_DST, dst)
-    return _message(RTM_DELNEIGH, _DELETE, seq, pid, body)
+    return _message(RTM_DELNEIGH, _DELETE, body)
 
 
-def fdb_request(action: str, seq: int, index: int, mac: str, remote: str, pid: int = 0) -> bytes:
+def fdb_request(action: str, index: int, mac: str, remote: str) -> bytes:
     """The RTM_NEWNEIGH/RTM_DELNEIGH message (family AF_BRIDGE) for the FDB entry `mac` ->
-    `remote` (the peer's public IP) on the VXLAN link `index`."""
+    `remote` (the peer's public IP) on the VXLAN link `index`; sequence number 0. Raises
+    OSError for a remote that is not an address, ValueError for a MAC that is not hex."""
     _, dst = _addr(remote)
     attrs = _attr(NDA_LLADDR, _mac(mac)) + _attr(NDA_DST, dst)
     if action == "replace":
         body = _NDMSG.pack(AF_BRIDGE, index, NUD_PERMANENT, NTF_SELF, 0) + attrs
-        return _message(RTM_NEWNEIGH, _REPLACE, seq, pid, body)
+        return _message(RTM_NEWNEIGH, _REPLACE, body)
     body = _NDMSG.pack(AF_BRIDGE, index, NUD_NOARP | NUD_PERMANENT, NTF_SELF, 0) + attrs
-    return _message(RTM_DELNEIGH, _DELETE, seq, pid, body)
+    return _message(RTM_DELNEIGH, _DELETE, body)
 
 
-def route_request(
-    action: str, seq: int, index: int, dst: str, gateway: str | None, pid: int = 0
-) -> bytes:
+def route_request(action: str, index: int, dst: str, gateway: str | None) -> bytes:
     """The RTM_NEWROUTE ("replace": `dst` via `gateway` onlink, main table, protocol boot) or
-    RTM_DELROUTE ("delete") message for the route to `dst` (CIDR text) through link `index`."""
+    RTM_DELROUTE ("delete") message for the route to `dst` (CIDR text) through link `index`;
+    sequence number 0. Raises OSError for an address that is not one."""
     net, _, plen = dst.partition("/")
     family, packed = _addr(net)
     prefix = int(plen) if plen else len(packed) * 8
@@ -153,9 +154,9 @@ def route_request(
             family, prefix, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, 0, RTN_UNICAST, RTNH_F_ONLINK
         )
         body = head + _attr(RTA_DST, packed) + _attr(RTA_GATEWAY, gw) + oif + table
-        return _message(RTM_NEWROUTE, _REPLACE, seq, pid, body)
+        return _message(RTM_NEWROUTE, _REPLACE, body)
     head = _RTMSG.pack(family, prefix, 0, 0, RT_TABLE_MAIN, 0, 0, 0, 0)
-    return _message(RTM_DELROUTE, _DELETE, seq, pid, head + _attr(RTA_DST, packed) + oif + table)
+    return _message(RTM_DELROUTE, _DELETE, head + _attr(RTA_DST, packed) + oif + table)
 
 
 @dataclass(frozen=True)
@@ -165,10 +166,6 @@ class Request:
 
     message: bytes
     missing_ok: bool = False
-
-
-class NetlinkBulkError(OSError):
-    """The socket failed as a whole (not one request): e.g. acknowledgements were lost."""
 
 
 _MISSING = (errno.ENOENT, errno.ESRCH, errno.ENODEV, errno.EADDRNOTAVAIL)
@@ -199,9 +196,6 @@ class BulkSocket:
 
     def close(self) -> None:
         self.sock.close()
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
 
     def _next_seq(self) -> int:
         self.seq = (self.seq + 1) & 0xFFFFFFFF or 1
@@ -298,7 +292,7 @@ class BulkSocket:
         the dump.
         """
         seq = self._next_seq()
-        self.sock.send(_message(kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0, body))
+        self.sock.send(_message(kind, NLM_F_REQUEST | NLM_F_DUMP, body, seq))
         ended: list[bool] = []  # set by _dump_parts when the kernel's last part was read
         try:
             yield from self._dump_parts(seq, ended)
@@ -431,6 +425,7 @@ class Scope:
 
     @classmethod
     def of(cls, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> Scope:
+        """The scope of `network`."""
         return cls(network.network_address.packed, network.broadcast_address.packed,
                    network.prefixlen)  # fmt: skip
 

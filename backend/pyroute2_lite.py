@@ -29,11 +29,10 @@ def ensure_lite() -> None:
     module = importlib.util.module_from_spec(spec)
     loader = spec.loader
     lock = threading.RLock()
-    probes = {"__path__", "__file__", "__spec__", "__loader__", "__package__", "__name__"}
+    kept = ("__all__", "__version__")  # dunder names the __init__ defines
 
     def load_the_rest(name: str) -> Any:
-        if name in probes or (name.startswith("__") and name.endswith("__") and name != "__all__"
-                              and name != "__version__"):  # fmt: skip
+        if name.startswith("__") and name.endswith("__") and name not in kept:
             raise AttributeError(name)  # import machinery probing: no need for the rest
         if not name.startswith("_") and importlib.util.find_spec(f"pyroute2.{name}") is not None:
             return importlib.import_module(f"pyroute2.{name}")  # a subpackage: just that

@@ -118,12 +118,14 @@ class ObjectRefs:
         self.subnet_owner: dict[str, str] = {}  # subnet -> key of the peer programmed with it
 
     def add(self, key: str, e: PeerEntry) -> None:
+        """Count the objects of peer `key`'s entry `e`, and make it its subnet's owner."""
         self.subnet_owner[e.subnet] = key
         self.neighs[e.vtep_ip] = self.neighs.get(e.vtep_ip, 0) + 1
         fdb = (e.vtep_mac, e.public_ip)
         self.fdb[fdb] = self.fdb.get(fdb, 0) + 1
 
     def remove(self, key: str, e: PeerEntry) -> None:
+        """Undo `add(key, e)`."""
         if self.subnet_owner.get(e.subnet) == key:
             del self.subnet_owner[e.subnet]
         _decrement(self.neighs, e.vtep_ip)

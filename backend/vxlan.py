@@ -322,11 +322,11 @@ class VxlanDevice:
                 requests = []
                 for op in ops[start : start + step]:
                     if op.kind == "neigh":
-                        message = nlbulk.neigh_request(op.action, 0, index, op.a, op.b)
+                        message = nlbulk.neigh_request(op.action, index, op.a, op.b)
                     elif op.kind == "fdb":
-                        message = nlbulk.fdb_request(op.action, 0, index, op.a, op.b or "")
+                        message = nlbulk.fdb_request(op.action, index, op.a, op.b or "")
                     else:
-                        message = nlbulk.route_request(op.action, 0, index, op.a, op.b)
+                        message = nlbulk.route_request(op.action, index, op.a, op.b)
                     requests.append(nlbulk.Request(message, missing_ok=op.action == "delete"))
                 results += self.bulk.execute(requests)
         return results

@@ -29,7 +29,16 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tests.testbed import Node, Pod, Testbed, TestbedError, die_with_parent, sh, wait_for
+from tests.testbed import (
+    Node,
+    Pod,
+    Testbed,
+    TestbedError,
+    die_with_parent,
+    end_process,
+    sh,
+    wait_for,
+)
 
 IPERF_PORT = 5201
 #: /proc/net/snmp "Ip:" counters that move when a packet is fragmented or reassembled.
@@ -136,13 +145,7 @@ class IperfServer:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end_process(self.proc)
         self.proc = None
 
 

@@ -486,15 +486,12 @@ class Daemon:
             reconciler.on_write = self.obs.write
             reconciler.on_programmed = self.obs.programmed
 
-            frozen: list[bool] = []
-
             def on_pass(kind: str, result: SyncResult, seconds: float) -> None:
                 self.obs.sync_pass(kind, result, seconds, len(reconciler.programmed))
                 if kind == "full":
                     release_free_memory()  # the listing's and the pass's garbage
-                    if not frozen:  # the start-up objects live as long as the daemon:
-                        gc.freeze()  # keep them out of every later garbage collection
-                        frozen.append(True)
+                    if gc.get_freeze_count() == 0:  # the start-up objects live as long
+                        gc.freeze()  # as the daemon: keep them out of later collections
 
             reconciler.on_pass = on_pass
             self.obs.loop_heartbeat = lambda: reconciler.heartbeat

@@ -11,11 +11,20 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 from typing import Any
 
-_libc: Any = None
-_looked_up = False
+
+@functools.cache
+def _libc() -> Any:
+    """glibc, or None where there is no `malloc_trim` (musl, other platforms)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
 
 
 def release_free_memory() -> bool:
@@ -23,16 +32,6 @@ def release_free_memory() -> bool:
 
     Costs a few milliseconds (a walk of the heap); meant for after large, rare allocations.
     """
-    global _libc, _looked_up
     gc.collect()
-    if not _looked_up:
-        _looked_up = True
-        name = ctypes.util.find_library("c")
-        try:
-            libc = ctypes.CDLL(name) if name else None
-            _libc = libc if libc is not None and hasattr(libc, "malloc_trim") else None
-        except OSError:
-            _libc = None
-    if _libc is None:
-        return False
-    return bool(_libc.malloc_trim(0))
+    libc = _libc()
+    return bool(libc.malloc_trim(0)) if libc is not None else False

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import random
 import threading
 from collections.abc import Iterator
+from typing import TypeVar
 
 import pytest
 
@@ -24,6 +26,7 @@ from tests.testbed import wait_for
 
 pytestmark = pytest.mark.etcd
 
+R = TypeVar("R", bound=EtcdRegistry)
 CONFIG = '{"Network": "10.3.0.0/16", "Backend": {"Type": "vxlan"}}'
 
 
@@ -33,10 +36,8 @@ def attrs(ip: str, mac: str = "0e:00:00:00:00:01") -> LeaseAttrs:
 
 @pytest.fixture
 def registry(etcd_url: str, etcd_prefix: str) -> Iterator[EtcdRegistry]:
-    reg = EtcdRegistry(EtcdOptions(endpoints=etcd_url, prefix=etcd_prefix))
-    yield reg
-    reg.client.delete_prefix(etcd_prefix)
-    reg.close()
+    with registry_of(EtcdRegistry, etcd_url, etcd_prefix) as reg:
+        yield reg
 
 
 def put_config(registry: EtcdRegistry, config: str = CONFIG) -> None:
@@ -173,12 +174,42 @@ class Recorder:
         self.deletes.append(key)
 
 
-def run_watch(sm: EtcdSubnetManager, rec: Recorder, stop: threading.Event) -> threading.Thread:
+@contextlib.contextmanager
+def watching(sm: EtcdSubnetManager, rec: Recorder) -> Iterator[None]:
+    """`sm.watch_leases` reporting to `rec` in a thread, stopped (and checked stopped) after."""
+    stop = threading.Event()
     t = threading.Thread(
         target=sm.watch_leases, args=(rec.snapshot, rec.put, rec.delete, stop), daemon=True
     )
     t.start()
-    return t
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join(timeout=10)
+    assert not t.is_alive()
+
+
+class CountingRegistry(EtcdRegistry):
+    """Counts the listings of `subnets/`."""
+
+    lists = 0
+
+    def list_subnets(self) -> tuple[list[StoredLease], int]:
+        self.lists += 1
+        items, revision = super().list_subnets()
+        return items, revision
+
+
+@contextlib.contextmanager
+def registry_of(cls: type[R], etcd_url: str, etcd_prefix: str) -> Iterator[R]:
+    """A registry of class `cls` on the test's prefix, emptied and closed after."""
+    reg = cls(EtcdOptions(endpoints=etcd_url, prefix=etcd_prefix))
+    try:
+        yield reg
+    finally:
+        reg.client.delete_prefix(etcd_prefix)
+        reg.close()
 
 
 def test_watch_lists_then_follows_puts_and_deletes(registry: EtcdRegistry) -> None:
@@ -187,9 +218,7 @@ def test_watch_lists_then_follows_puts_and_deletes(registry: EtcdRegistry) -> No
     registry.put(f"{prefix}/bogus", b"{}")
     rec = Recorder()
     sm = EtcdSubnetManager(registry, on_invalid=lambda key, why: rec.invalid.append(key))
-    stop = threading.Event()
-    t = run_watch(sm, rec, stop)
-    try:
+    with watching(sm, rec):
         wait_for("the first snapshot", lambda: rec.snapshots)
         assert rec.snapshots[0] == ["10.3.1.0-24"]
         assert rec.invalid == [f"{prefix}/bogus"]
@@ -199,45 +228,29 @@ def test_watch_lists_then_follows_puts_and_deletes(registry: EtcdRegistry) -> No
         wait_for("the delete event", lambda: rec.deletes == ["10.3.1.0-24"])
         assert rec.puts == ["10.3.2.0-24"]
         assert f"{prefix}/10.3.3.0-24" in rec.invalid
-    finally:
-        stop.set()
-        t.join(timeout=10)
-    assert not t.is_alive()
 
 
-class CompactedOnce(EtcdRegistry):
+class CompactedOnce(CountingRegistry):
     """Reports a stale revision on the first list, so the first watch starts below compaction."""
-
-    lists = 0
 
     def list_subnets(self) -> tuple[list[StoredLease], int]:
         items, rev = super().list_subnets()
-        self.lists += 1
         return items, (1 if self.lists == 1 else rev)
 
 
 def test_watch_relists_after_compaction(etcd_url: str, etcd_prefix: str) -> None:
-    reg = CompactedOnce(EtcdOptions(endpoints=etcd_url, prefix=etcd_prefix))
-    prefix = f"{reg.prefix}/subnets"
-    try:
+    with registry_of(CompactedOnce, etcd_url, etcd_prefix) as reg:
+        prefix = f"{reg.prefix}/subnets"
         for i in range(3):
             reg.put(f"{prefix}/10.3.{i + 1}.0-24", attrs("1.1.1.1").encode())
         _, rev = EtcdRegistry.list_subnets(reg)
         reg.client.compact(rev)
         rec = Recorder()
-        stop = threading.Event()
-        t = run_watch(EtcdSubnetManager(reg), rec, stop)
-        try:
+        with watching(EtcdSubnetManager(reg), rec):
             wait_for("a re-list after compaction", lambda: len(rec.snapshots) >= 2)
             assert rec.snapshots[1] == ["10.3.1.0-24", "10.3.2.0-24", "10.3.3.0-24"]
             reg.put(f"{prefix}/10.3.9.0-24", attrs("1.1.1.9").encode())
             wait_for("a live event after the re-list", lambda: "10.3.9.0-24" in rec.puts)
-        finally:
-            stop.set()
-            t.join(timeout=10)
-    finally:
-        reg.client.delete_prefix(etcd_prefix)
-        reg.close()
 
 
 def test_username_password_over_http_survive_an_etcd_restart(etcd_server: EtcdServer) -> None:
@@ -272,67 +285,39 @@ def test_username_password_over_http_survive_an_etcd_restart(etcd_server: EtcdSe
         reg.close()
 
 
-class CreatesAfterList(EtcdRegistry):
+class CreatesAfterList(CountingRegistry):
     """Another node creates a lease right after our first list, before our watch starts."""
 
-    lists = 0
-
     def list_subnets(self) -> tuple[list[StoredLease], int]:
-        result: tuple[list[StoredLease], int] = super().list_subnets()
-        self.lists += 1
+        result = super().list_subnets()
         if self.lists == 1:
             self.put(f"{self.subnets_prefix}/10.3.77.0-24", attrs("7.7.7.7").encode())
         return result
 
 
 def test_lease_created_between_list_and_watch_is_seen(etcd_url: str, etcd_prefix: str) -> None:
-    reg = CreatesAfterList(EtcdOptions(endpoints=etcd_url, prefix=etcd_prefix))
-    rec = Recorder()
-    stop = threading.Event()
-    try:
-        t = run_watch(EtcdSubnetManager(reg), rec, stop)
-        wait_for("the lease created after the list", lambda: "10.3.77.0-24" in rec.puts)
-        assert rec.snapshots == [[]]  # it was not in the list: only the watch can report it
-        stop.set()
-        t.join(timeout=10)
-    finally:
-        stop.set()
-        reg.client.delete_prefix(etcd_prefix)
-        reg.close()
-
-
-class CountsLists(EtcdRegistry):
-    lists = 0
-
-    def list_subnets(self) -> tuple[list[StoredLease], int]:
-        self.lists += 1
-        items, revision = super().list_subnets()
-        return items, revision
+    with registry_of(CreatesAfterList, etcd_url, etcd_prefix) as reg:
+        rec = Recorder()
+        with watching(EtcdSubnetManager(reg), rec):
+            wait_for("the lease created after the list", lambda: "10.3.77.0-24" in rec.puts)
+            assert rec.snapshots == [[]]  # it was not in the list: only the watch can report it
 
 
 def test_start_up_lists_the_leases_once(etcd_url: str, etcd_prefix: str) -> None:
     """The watch's first snapshot is the acquisition's listing with this node's lease in it;
     changes made after that listing (even before the watch starts) come as events."""
-    reg = CountsLists(EtcdOptions(endpoints=etcd_url, prefix=etcd_prefix))
-    rec = Recorder()
-    stop = threading.Event()
-    try:
+    with registry_of(CountingRegistry, etcd_url, etcd_prefix) as reg:
         put_config(reg)
         prefix = f"{reg.prefix}/subnets"
         reg.put(f"{prefix}/10.3.1.0-24", attrs("1.1.1.1").encode())
         sm = EtcdSubnetManager(reg)
         own = sm.acquire_lease(sm.get_network_config(), attrs("9.9.9.9"))
         reg.put(f"{prefix}/10.3.2.0-24", attrs("2.2.2.2").encode())  # after the listing
-        t = run_watch(sm, rec, stop)
-        wait_for("the later lease", lambda: "10.3.2.0-24" in rec.puts)
-        assert rec.snapshots == [sorted(["10.3.1.0-24", own.key])]
-        assert reg.lists == 1
-        stop.set()
-        t.join(timeout=10)
-    finally:
-        stop.set()
-        reg.client.delete_prefix(etcd_prefix)
-        reg.close()
+        rec = Recorder()
+        with watching(sm, rec):
+            wait_for("the later lease", lambda: "10.3.2.0-24" in rec.puts)
+            assert rec.snapshots == [sorted(["10.3.1.0-24", own.key])]
+            assert reg.lists == 1
 
 
 def test_leases_deleted_by_the_acquisition_are_not_in_the_first_snapshot(
@@ -345,11 +330,6 @@ def test_leases_deleted_by_the_acquisition_are_not_in_the_first_snapshot(
     sm = EtcdSubnetManager(registry)
     new = sm.acquire_lease(sm.get_network_config(), attrs("1.2.3.4"))
     rec = Recorder()
-    stop = threading.Event()
-    t = run_watch(sm, rec, stop)
-    try:
+    with watching(sm, rec):
         wait_for("the first snapshot", lambda: rec.snapshots)
         assert rec.snapshots[0] == [new.key]
-    finally:
-        stop.set()
-        t.join(timeout=10)

@@ -32,7 +32,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from subnet.lease import LeaseAttrs, parse_subnet_key
-from tests.testbed import Node, Pod, Testbed, wait_for
+from tests.testbed import Node, Pod, Testbed, end_process, wait_for
 
 pytestmark = pytest.mark.kernel
 
@@ -76,13 +76,7 @@ class Pinger:
 
     def stop(self) -> None:
         """Stop ping (SIGINT, by PID) and wait for its output."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        end_process(self.proc, signal.SIGINT)
         self._reader.join(timeout=10)
 
     def lost(self) -> list[int]:
@@ -148,13 +142,7 @@ class KernelMonitor:
 
     def stop(self) -> None:
         """Stop the monitor (by PID)."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        end_process(self.proc)
         self._reader.join(timeout=10)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from backend.iptables import Rule, forward_rules, masq_rules, restore_payload
-from tests.testbed import Node, Testbed, wait_for
+from tests.testbed import Node, Testbed, end_process, wait_for
 
 N, P = "10.244.0.0/16", "10.244.3.0/24"
 
@@ -140,9 +140,7 @@ def test_pod_traffic_leaving_the_cluster_is_masqueraded_and_pod_to_pod_is_not(
         wait_for("the pod-to-pod datagram", sent, timeout=20, interval=0.5)
         out, _ = listener.communicate(timeout=10)
     finally:
-        if listener.poll() is None:
-            listener.kill()
-            listener.wait()
+        end_process(listener)
     assert out.strip() == pod_a.ip
 
 

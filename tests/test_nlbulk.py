@@ -98,27 +98,27 @@ def test_requests_are_byte_identical_to_pyroute2s(
     pairs: list[tuple[Callable[[], Any], bytes]] = [
         (
             lambda: ref.replace_neigh(ipr, idx, vtep, MAC),
-            nlbulk.neigh_request("replace", 0, idx, vtep, MAC),
+            nlbulk.neigh_request("replace", idx, vtep, MAC),
         ),
         (
             lambda: ref.replace_fdb(ipr, idx, MAC, remote),
-            nlbulk.fdb_request("replace", 0, idx, MAC, remote),
+            nlbulk.fdb_request("replace", idx, MAC, remote),
         ),
         (
             lambda: ref.replace_route(ipr, idx, subnet, vtep),
-            nlbulk.route_request("replace", 0, idx, subnet, vtep),
+            nlbulk.route_request("replace", idx, subnet, vtep),
         ),
         (
             lambda: ref.delete_route(ipr, idx, subnet),
-            nlbulk.route_request("delete", 0, idx, subnet, None),
+            nlbulk.route_request("delete", idx, subnet, None),
         ),
         (
             lambda: ref.delete_fdb(ipr, idx, MAC, remote),
-            nlbulk.fdb_request("delete", 0, idx, MAC, remote),
+            nlbulk.fdb_request("delete", idx, MAC, remote),
         ),
         (
             lambda: ref.delete_neigh(ipr, idx, vtep),
-            nlbulk.neigh_request("delete", 0, idx, vtep, None),
+            nlbulk.neigh_request("delete", idx, vtep, None),
         ),
     ]
     for call, ours in pairs:
@@ -142,9 +142,9 @@ def requests_for(idx: int, action: str, n: int) -> list[nlbulk.Request]:
     out = []
     for subnet, vtep, mac, public in peers(n):
         out += [
-            nlbulk.Request(nlbulk.neigh_request(action, 0, idx, vtep, mac), action == "delete"),
-            nlbulk.Request(nlbulk.fdb_request(action, 0, idx, mac, public), action == "delete"),
-            nlbulk.Request(nlbulk.route_request(action, 0, idx, subnet, vtep), action == "delete"),
+            nlbulk.Request(nlbulk.neigh_request(action, idx, vtep, mac), action == "delete"),
+            nlbulk.Request(nlbulk.fdb_request(action, idx, mac, public), action == "delete"),
+            nlbulk.Request(nlbulk.route_request(action, idx, subnet, vtep), action == "delete"),
         ]
     return out
 
@@ -185,9 +185,9 @@ def test_ipv6_objects_round_trip(sockets: tuple[IPRoute, nlbulk.BulkSocket], ns:
     ipr, bulk = sockets
     idx = ifindex(ns, "flannel-v6.1")
     reqs = [
-        nlbulk.Request(nlbulk.neigh_request("replace", 0, idx, "fd00:1:2::", MAC)),
-        nlbulk.Request(nlbulk.fdb_request("replace", 0, idx, MAC, "2001:db8::2")),
-        nlbulk.Request(nlbulk.route_request("replace", 0, idx, "fd00:1:2::/64", "fd00:1:2::")),
+        nlbulk.Request(nlbulk.neigh_request("replace", idx, "fd00:1:2::", MAC)),
+        nlbulk.Request(nlbulk.fdb_request("replace", idx, MAC, "2001:db8::2")),
+        nlbulk.Request(nlbulk.route_request("replace", idx, "fd00:1:2::/64", "fd00:1:2::")),
     ]
     assert bulk.execute(reqs) == [None] * 3
     assert bulk.dump_neighs(idx, socket.AF_INET6) == {"fd00:1:2::": MAC}
@@ -207,11 +207,11 @@ def test_each_error_is_reported_for_its_own_request(
     reqs = requests_for(idx, "replace", 20)
     bad = [
         # a link that does not exist
-        nlbulk.Request(nlbulk.neigh_request("replace", 0, 999_999, "10.9.9.0", MAC)),
+        nlbulk.Request(nlbulk.neigh_request("replace", 999_999, "10.9.9.0", MAC)),
         # a route whose gateway is not reachable without onlink... on a deleted device index
-        nlbulk.Request(nlbulk.route_request("replace", 0, 999_999, "10.9.9.0/24", "10.9.9.0")),
+        nlbulk.Request(nlbulk.route_request("replace", 999_999, "10.9.9.0/24", "10.9.9.0")),
         # a delete of something absent is fine only when allowed
-        nlbulk.Request(nlbulk.route_request("delete", 0, idx, "10.9.8.0/24", None)),
+        nlbulk.Request(nlbulk.route_request("delete", idx, "10.9.8.0/24", None)),
     ]
     mixed = reqs[:17] + bad[:1] + reqs[17:40] + bad[1:] + reqs[40:]
     results = bulk.execute(mixed)

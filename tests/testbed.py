@@ -107,6 +107,20 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def end_process(
+    proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 10.0
+) -> int:
+    """Signal a process this test started (by PID, if it still runs), wait up to `timeout`
+    seconds, then kill it; returns its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
 def die_with_parent() -> None:
     """preexec_fn for processes the testbed starts: they get SIGKILL when the test process dies,
     even by SIGKILL, so a killed run leaves no etcd or daemon behind."""
@@ -256,8 +270,7 @@ class Testbed:
     def stop_etcd(self) -> None:
         """Stop etcd (SIGTERM, by PID) and wait for it to exit."""
         if self.etcd is not None:
-            self.etcd.terminate()
-            self.etcd.wait(timeout=20)
+            end_process(self.etcd, timeout=20)
             self.etcd = None
             if self._client is not None:
                 self._client.close()
@@ -390,15 +403,8 @@ class Testbed:
         proc = node.process
         if proc is None:
             return 0
-        if proc.poll() is None:
-            proc.send_signal(sig)
-        try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
         node.process = None
-        return code
+        return end_process(proc, sig, timeout)
 
     def wait_subnet(self, node: Node, timeout: float = 60) -> str:
         """Wait for the node's subnet.env; returns FLANNEL_SUBNET."""

@@ -157,8 +157,19 @@ FLAGS: list[Flag] = [
         "text (human-readable lines) or json (one object per "
         "line: time, level, logger, msg) (flanneld-py only)",
     ),
-    Flag("vmodule", "str", "", "per-module log verbosity (klog)", implemented=False),
-    Flag("log_backtrace_at", "str", "", "log a stack trace at file:line (klog)", implemented=False),
+    Flag(
+        "vmodule",
+        "str",
+        "",
+        "comma-separated pattern=N: debug lines (N>0) of the source files whose name (without .py) "
+        "matches the glob pattern, e.g. reconcile=1,etcd*=1 (klog syntax)",
+    ),
+    Flag(
+        "log_backtrace_at",
+        "str",
+        "",
+        "file.py:line: attach the call stack to what is logged from that line (klog syntax)",
+    ),
 ]
 
 STATUS_HELP = (
@@ -245,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(__version__, file=sys.stderr)
         return 0
     try:
-        setup_logging(opts.log_format, opts.v)
+        setup_logging(opts.log_format, opts.v, opts.vmodule, opts.log_backtrace_at)
     except ValueError as err:
         print(f"flanneld-py: {err}", file=sys.stderr)
         return 2

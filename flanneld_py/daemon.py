@@ -45,6 +45,7 @@ from flanneld_py.health import HealthServer
 from flanneld_py.iface import InterfaceError, select_interface
 from flanneld_py.memory import release_free_memory
 from flanneld_py.observe import Observer
+from flanneld_py.preflight import PreflightError, check_bridge_netfilter
 from flanneld_py.state import ErrorRecorder
 from subnet.allocate import OutOfSubnets, fits
 from subnet.config import SUPPORTED_BACKENDS, ConfigError, NetworkConfig
@@ -179,6 +180,7 @@ class Daemon:
         self.obs.backend(cfg.backend_type)
         if not cfg.enable_ipv4 or cfg.enable_ipv6:
             raise ConfigError("EnableIPv6", "flanneld-py supports IPv4-only networks so far")
+        check_bridge_netfilter(cfg.families, cfg.enable_nftables)
         self.programs_peers = cfg.backend_type != alloc.BACKEND_TYPE
         vx = parse_vxlan_config(cfg.backend) if self.programs_peers else None
         if vx is not None and vx.direct_routing:
@@ -674,7 +676,7 @@ def run(opts: Options) -> int:
             return 0
         daemon.run_workers()
         return 0
-    except (ConfigError, InterfaceError, KubeError, ValueError, OSError) as err:
+    except (ConfigError, InterfaceError, PreflightError, KubeError, ValueError, OSError) as err:
         log.error("%s", err)
         return 1
     finally:

@@ -43,7 +43,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 class Family:
     """The rule inputs of one IP family: the cluster network (`Network` or `IPv6Network`), this
     node's subnet of it, and those of the previous subnet.env (None when unknown; iptables
-    mode removes the old masquerade rules when they differ)."""
+    mode removes the old masquerade rules when they differ). Raises ValueError when the subnet
+    is not of the network's family."""
 
     network: IPNetwork
     subnet: IPNetwork
@@ -86,7 +87,7 @@ class TrafficRules:
 
     def start(self, families: Sequence[Family]) -> None:
         """Remove the other mode's rules, then write this mode's for `families` (at most one
-        per IP version). Errors are logged."""
+        per IP version, else ValueError). Errors of the commands are logged, not raised."""
         if len({f.version for f in families}) != len(families):
             raise ValueError("one Family per IP version")
         if isinstance(self.keeper, NftKeeper):

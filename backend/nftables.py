@@ -14,10 +14,12 @@ that `nft list table ip flannel-ipv4` on a node shows what it shows under Go fla
 - with `--iptables-forward-rules`, chain `forward` (type filter, hook forward, priority filter,
   policy accept): accept from and to the cluster network.
 
-Everything is written with the `nft` command (Debian package `nftables`) as one `nft -f`
-transaction that replaces both tables whole (`add table` + `delete table` + the new table), so
-the kernel goes from the old rules to the new ones at once and nothing of an earlier start (an
-old subnet, a chain of a flag no longer given) stays. Nothing is removed on shutdown.
+Everything is written with the `nft` command (Debian package `nftables`; Debian's
+`python3-nftables` binds libnftables for Debian's own python3 only, not for a venv or the image's
+Python, and is not on PyPI) as one `nft -f` transaction that replaces both tables whole (`add
+table` + `delete table` + the new table), so the kernel goes from the old rules to the new ones at
+once and nothing of an earlier start (an old subnet, a chain of a flag no longer given) stays.
+Nothing is removed on shutdown.
 
 Deliberately better than flanneld, which writes the tables once per start: `NftKeeper` lists the
 tables every `--iptables-resync` seconds and writes them again when the listing differs from the

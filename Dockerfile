@@ -46,9 +46,10 @@ ENV PATH="/opt/venv/bin:${PATH}" \
     PYTHONUNBUFFERED=1 \
     PYTHONMALLOC=malloc
 
-# iptables (nft backend, Debian's default) for the forward and masquerade rules
+# iptables (nft backend, Debian's default) for the forward and masquerade rules, and nft for
+# them in nftables mode (EnableNFTables)
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends iptables=1.8.9-2 \
+    && apt-get install -y --no-install-recommends iptables=1.8.9-2 nftables=1.0.6-2+deb12u2 \
     && rm -rf /var/lib/apt/lists/*
 
 COPY --from=builder /opt/venv /opt/venv
@@ -58,5 +59,6 @@ COPY --from=builder /opt/venv /opt/venv
 # (CAP_NET_RAW) and writes /run/flannel/subnet.env on the host. The DaemonSet grants exactly
 # NET_ADMIN and NET_RAW (not privileged); a non-root user would lose those capabilities at exec
 # unless they were also made ambient, which Kubernetes cannot do.
-# The daemon runs iptables and iptables-restore (forward and masquerade rules) and nothing else.
+# The daemon runs iptables, ip6tables, their -restore commands and nft (forward and masquerade
+# rules) and nothing else.
 ENTRYPOINT ["flanneld-py"]

@@ -1,7 +1,9 @@
-"""flanneld's masquerade and forward rules, iptables mode (IPv4).
+"""flanneld's masquerade and forward rules, iptables mode (IPv4 with `iptables`, IPv6 with
+`ip6tables`).
 
 The rule sets and their order are flanneld's (flannel `pkg/trafficmngr/iptables`), so that a
-node switched from Go flanneld to flanneld-py keeps exactly the same rules:
+node switched from Go flanneld to flanneld-py keeps exactly the same rules, in both families
+(IPv6: the same rules with the IPv6 network and subnet, multicast `ff00::/8`):
 
 - masquerade (`--ip-masq`), table `nat`: a jump from POSTROUTING to chain `FLANNEL-POSTRTG`, which
   returns for kube-proxy's masquerade mark, for pod traffic inside the cluster network and for
@@ -15,10 +17,13 @@ the built-in chains. A rule set is written with one `iptables-restore --noflush`
 existing rule is deleted and appended again, so the whole set ends up in order. A periodic check
 (one `iptables -S` per table) rewrites the whole set when any rule is missing. Nothing is removed
 on shutdown; a node whose network or subnet changed removes the rules of the old ones at start.
+In nftables mode the two chains and the rules jumping to them are removed at start
+(`Iptables.remove_flannel_chains`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import subprocess
@@ -31,6 +36,11 @@ log = logging.getLogger(__name__)
 MASQ_COMMENT = "flanneld masq"
 FORWARD_COMMENT = "flanneld forward"
 MULTICAST_V4 = "224.0.0.0/4"
+MULTICAST_V6 = "ff00::/8"
+MASQ_CHAIN = "FLANNEL-POSTRTG"
+FORWARD_CHAIN = "FLANNEL-FWD"
+# (table, chain) of flanneld's own chains, the same in both families
+FLANNEL_CHAINS = (("nat", MASQ_CHAIN), ("filter", FORWARD_CHAIN))
 KUBE_PROXY_MARK = "0x4000/0x4000"
 
 
@@ -43,27 +53,48 @@ class Rule:
     spec: tuple[str, ...]
 
 
+def family_of(network: str, subnet: str | None = None) -> int:
+    """4 or 6: the IP version of `network` (CIDR text), which `subnet` must share. Raises
+    ValueError naming the value that is not a CIDR or is of the other family."""
+    try:
+        version = ipaddress.ip_network(network, strict=False).version
+    except ValueError as err:
+        raise ValueError(f"network {network!r} is not a CIDR: {err}") from None
+    if subnet is not None:
+        try:
+            sub_version = ipaddress.ip_network(subnet, strict=False).version
+        except ValueError as err:
+            raise ValueError(f"subnet {subnet!r} is not a CIDR: {err}") from None
+        if sub_version != version:
+            raise ValueError(f"subnet {subnet} is not of the family of network {network}")
+    return version
+
+
 def masq_rules(network: str, subnet: str, random_fully: bool) -> list[Rule]:
-    """flanneld's masquerade rules for cluster `network` and this node's `subnet` (CIDR text),
-    in order. `random_fully` adds `--random-fully` to the MASQUERADE targets."""
+    """flanneld's masquerade rules for cluster `network` and this node's `subnet` (CIDR text of
+    one family: IPv4 for `iptables`, IPv6 for `ip6tables`), in order. `random_fully` adds
+    `--random-fully` to the MASQUERADE targets. Raises ValueError for a mixed or bad pair."""
+    multicast = MULTICAST_V4 if family_of(network, subnet) == 4 else MULTICAST_V6
     c = ("-m", "comment", "--comment", MASQ_COMMENT)
     masq = ("-j", "MASQUERADE", *(("--random-fully",) if random_fully else ()))
-    chain = "FLANNEL-POSTRTG"
+    chain = MASQ_CHAIN
     return [
         Rule("nat", "POSTROUTING", (*c, "-j", chain)),
         Rule("nat", chain, ("-m", "mark", "--mark", KUBE_PROXY_MARK, *c, "-j", "RETURN")),
         Rule("nat", chain, ("-s", subnet, "-d", network, *c, "-j", "RETURN")),
         Rule("nat", chain, ("-s", network, "-d", subnet, *c, "-j", "RETURN")),
         Rule("nat", chain, ("!", "-s", network, "-d", subnet, *c, "-j", "RETURN")),
-        Rule("nat", chain, ("-s", network, "!", "-d", MULTICAST_V4, *c, *masq)),
+        Rule("nat", chain, ("-s", network, "!", "-d", multicast, *c, *masq)),
         Rule("nat", chain, ("!", "-s", network, "-d", network, *c, *masq)),
     ]
 
 
 def forward_rules(network: str) -> list[Rule]:
-    """flanneld's forward rules for cluster `network` (CIDR text), in order."""
+    """flanneld's forward rules for cluster `network` (CIDR text, either family), in order.
+    Raises ValueError when `network` is not a CIDR."""
+    family_of(network)
     c = ("-m", "comment", "--comment", FORWARD_COMMENT)
-    chain = "FLANNEL-FWD"
+    chain = FORWARD_CHAIN
     return [
         Rule("filter", "FORWARD", (*c, "-j", chain)),
         Rule("filter", chain, ("-s", network, *c, "-j", "ACCEPT")),
@@ -90,10 +121,15 @@ class IptablesError(RuntimeError):
 
 
 class Iptables:
-    """Runs `iptables` and `iptables-restore` (IPv4). `iptables-restore` runs are serialised."""
+    """Runs `iptables` and `iptables-restore` (`family` 4) or `ip6tables` and
+    `ip6tables-restore` (`family` 6). Restores are serialised. Raises ValueError for another
+    family."""
 
-    def __init__(self, binary: str = "iptables") -> None:
-        self.binary = binary
+    def __init__(self, family: int = 4) -> None:
+        if family not in (4, 6):
+            raise ValueError(f"IP family must be 4 or 6, not {family!r}")
+        self.family = family
+        self.binary = "iptables" if family == 4 else "ip6tables"
         self._lock = threading.Lock()
         self._random_fully: bool | None = None
         self._listing_differs: set[str] = set()  # tables whose -S output we cannot compare with
@@ -156,13 +192,43 @@ class Iptables:
                     self._run(f"{self.binary}-restore", "--noflush", "--wait",
                               stdin=restore_payload(table, lines))  # fmt: skip
 
-    def listed(self, table: str) -> set[str]:
-        """The lines of `iptables -t TABLE -S`. Raises IptablesError."""
+    def listing(self, table: str) -> list[str]:
+        """The lines of `iptables -t TABLE -S`, in order. Raises IptablesError."""
         res = subprocess.run([self.binary, "-w", "-t", table, "-S"], capture_output=True,
                              text=True, timeout=60)  # fmt: skip
         if res.returncode != 0:
             raise IptablesError(f"{self.binary} -t {table} -S: {res.stderr.strip()}")
-        return set(res.stdout.splitlines())
+        return res.stdout.splitlines()
+
+    def listed(self, table: str) -> set[str]:
+        """The lines of `iptables -t TABLE -S`. Raises IptablesError."""
+        return set(self.listing(table))
+
+    def remove_flannel_chains(self) -> list[str]:
+        """Remove flanneld's chains (`FLANNEL-POSTRTG` in `nat`, `FLANNEL-FWD` in `filter`)
+        with every rule that jumps to them, one restore per table that has one (what nftables
+        mode does at start; flannel flushes and deletes both chains in `nat` and leaves the
+        jumps, so its chains stay). Returns the `table/chain` names removed. Raises
+        IptablesError or OSError (no such binary)."""
+        removed: list[str] = []
+        with self._lock:
+            for table, chain in FLANNEL_CHAINS:
+                listing = self.listing(table)
+                if f"-N {chain}" not in listing:
+                    continue
+                targets = (f" -j {chain}", f" -g {chain}")
+                jumps = [
+                    line
+                    for line in listing
+                    if line.startswith("-A ")
+                    and line.endswith(targets)
+                    and not line.startswith(f"-A {chain} ")
+                ]
+                lines = [f"*{table}", *("-D" + j[2:] for j in jumps), f"-F {chain}", f"-X {chain}"]
+                self._run(f"{self.binary}-restore", "--noflush", "--wait",
+                          stdin="\n".join([*lines, "COMMIT"]) + "\n")  # fmt: skip
+                removed.append(f"{table}/{chain}")
+        return removed
 
     def missing(self, rules: Sequence[Rule]) -> list[Rule]:
         """The rules of `rules` that are not there, from one `iptables -S` per table: a rule is
@@ -196,33 +262,33 @@ def rule_line(rule: Rule) -> str:
 
 class RuleKeeper:
     """Keeps rule sets in place: writes them at start and every `period` seconds checks them,
-    rewriting a whole set when any rule of it is missing (flanneld's resync)."""
+    rewriting a whole set when any rule of it is missing (flanneld's resync). Each set has its
+    own `Iptables` (so one keeper holds IPv4 and IPv6 sets)."""
 
-    def __init__(self, iptables: Iptables, period: float) -> None:
-        self.iptables = iptables
+    def __init__(self, period: float) -> None:
         self.period = period
-        self.sets: list[tuple[str, list[Rule]]] = []  # (name, rules)
+        self.sets: list[tuple[str, Iptables, list[Rule]]] = []  # (name, runner, rules)
         self.repairs = 0
         self._errors: dict[str, str] = {}  # set name -> error last logged
 
-    def add(self, name: str, rules: list[Rule]) -> None:
-        """Keep a rule set and write it now. Raises IptablesError or OSError (the set is kept:
-        the next check writes it again)."""
-        self.sets.append((name, rules))
-        self.iptables.write(rules)
-        self.iptables.listing_matches(rules)
+    def add(self, name: str, iptables: Iptables, rules: list[Rule]) -> None:
+        """Keep a rule set and write it now with `iptables`. Raises IptablesError or OSError
+        (the set is kept: the next check writes it again)."""
+        self.sets.append((name, iptables, rules))
+        iptables.write(rules)
+        iptables.listing_matches(rules)
         log.info("wrote the %s rules (%d rules)", name, len(rules))
 
     def check(self) -> None:
         """Rewrite every set with a missing rule. Errors are logged (once while they repeat),
         not raised."""
-        for name, rules in self.sets:
+        for name, iptables, rules in self.sets:
             try:
-                missing = self.iptables.missing(rules)
+                missing = iptables.missing(rules)
                 if missing:
                     log.warning("%d of the %s rules are missing; writing the set again",
                                 len(missing), name)  # fmt: skip
-                    self.iptables.write(rules)
+                    iptables.write(rules)
                     self.repairs += 1
                 self._errors.pop(name, None)
             except (IptablesError, OSError, subprocess.SubprocessError) as err:

@@ -28,9 +28,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from backend import alloc
-from backend.iptables import Iptables, IptablesError, RuleKeeper, forward_rules, masq_rules
 from backend.netlink import IPRoute, NetlinkError, ensure_blackhole
 from backend.reconcile import PeerEntry, Reconciler, SyncResult
+from backend.traffic import Family, TrafficRules
 from backend.vxlan import (
     PeerFormatError,
     VxlanDevice,
@@ -187,8 +187,6 @@ class Daemon:
             log.warning(
                 "Backend.DirectRouting is not implemented yet; using the overlay for all peers"
             )
-        if cfg.enable_nftables and (self.opts.ip_masq or self.opts.iptables_forward_rules):
-            log.warning("EnableNFTables is not implemented yet; writing the iptables rules instead")
         stored_ips = self._retry("read this node's stored public IPs", self.sm.stored_public_ips)
         if stored_ips is None:
             return False
@@ -504,10 +502,10 @@ class Daemon:
             threads["blackhole"] = threading.Thread(
                 target=self._keep_blackhole_route, name="blackhole", daemon=True
             )
-        keeper = self._traffic_rules()
-        if keeper is not None:
-            threads["iptables"] = threading.Thread(
-                target=keeper.run, name="iptables", daemon=True, args=(self.stop,)
+        rules = self._traffic_rules()
+        if rules is not None and rules.keeps_rules:
+            threads[rules.mode] = threading.Thread(
+                target=rules.run, name=rules.mode, daemon=True, args=(self.stop,)
             )
         self.obs.threads = threads
         for t in threads.values():
@@ -543,38 +541,25 @@ class Daemon:
         finally:
             ipr.close()
 
-    def _traffic_rules(self) -> RuleKeeper | None:
-        """Write the masquerade (`--ip-masq`) and forward (`--iptables-forward-rules`) rules for
-        this lease, after removing those of the network and subnet of the previous subnet.env
-        when they differ; None when neither is wanted. Errors are logged: the overlay works
-        without them (flanneld exits instead)."""
-        opts = self.opts
-        if not (opts.ip_masq or opts.iptables_forward_rules) or self.lease is None:
+    def _traffic_rules(self) -> TrafficRules | None:
+        """Remove the other mode's rules and write the masquerade (`--ip-masq`) and forward
+        (`--iptables-forward-rules`) rules for this lease, in iptables or, with EnableNFTables,
+        nftables mode (`backend.traffic`); iptables mode first removes the masquerade rules of
+        the previous subnet.env's network and subnet when they differ. None without a lease.
+        Errors are logged: the overlay works without the rules (flanneld exits instead)."""
+        if self.lease is None:
             return None
-        assert self.cfg is not None and self.lease.subnet is not None
-        ipt = Iptables()
-        keeper = RuleKeeper(ipt, float(opts.iptables_resync))
-        network, subnet = str(self.cfg.network), str(self.lease.subnet)
-        random_fully = not opts.ip_masq_fully_random_disable and ipt.supports_random_fully()
-        try:
-            if opts.ip_masq:
-                old_net = previous_cidr(self.previous, "FLANNEL_NETWORK", 4)
-                old_sub = previous_cidr(self.previous, "FLANNEL_SUBNET", 4)
-                if (
-                    old_net is not None
-                    and old_sub is not None
-                    and (str(old_net) != network or str(old_sub) != subnet)
-                ):
-                    log.info("removing the masquerade rules of the previous network %s, subnet "
-                             "%s", old_net, old_sub)  # fmt: skip
-                    ipt.delete(masq_rules(str(old_net), str(old_sub), random_fully))
-                keeper.add("masquerade", masq_rules(network, subnet, random_fully))
-            if opts.iptables_forward_rules:
-                keeper.add("forward", forward_rules(network))
-        except (IptablesError, OSError) as err:
-            log.error("could not write the iptables rules: %s; retrying every %d s", err,
-                      opts.iptables_resync)  # fmt: skip
-        return keeper
+        assert self.cfg is not None and self.cfg.network is not None
+        assert self.lease.subnet is not None
+        opts = self.opts
+        rules = TrafficRules(nftables=self.cfg.enable_nftables, ip_masq=opts.ip_masq,
+                             forward=opts.iptables_forward_rules,
+                             random_fully_disable=opts.ip_masq_fully_random_disable,
+                             resync=float(opts.iptables_resync))  # fmt: skip
+        previous = (previous_cidr(self.previous, "FLANNEL_NETWORK", 4),
+                    previous_cidr(self.previous, "FLANNEL_SUBNET", 4))  # fmt: skip
+        rules.start([Family(self.cfg.network, self.lease.subnet, *previous)])
+        return rules
 
     def _complete_lease(self) -> None:
         """Once the first peer sync is in the kernel, tell the datastore the network is up

@@ -339,9 +339,9 @@ def test_subnet_env_is_shared_with_the_host_at_the_same_path() -> None:
 def test_daemon_args_parse_with_the_daemons_own_flag_parser() -> None:
     opts = daemon_options()
     assert opts.kube_subnet_mgr is True
-    # no --ip-masq until flanneld-py installs masquerade rules: with it, the CNI plugin would
-    # switch the bridge plugin's masquerading off and pods would lose NAT to the outside
-    assert opts.ip_masq is False
+    # --ip-masq as flannel's manifest: flanneld-py writes the masquerade rules (iptables or
+    # nftables mode) and the CNI plugin switches the bridge plugin's own masquerading off
+    assert opts.ip_masq is True
     assert opts.healthz_port == 8081
     assert opts.healthz_ip == "0.0.0.0"  # the kubelet probes the node's address (hostNetwork)
 

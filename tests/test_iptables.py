@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+from collections.abc import Iterator
+
 import pytest
 
 from backend.iptables import Rule, forward_rules, masq_rules, restore_payload
-from tests.testbed import Node, Testbed, end_process, wait_for
+from backend.traffic import Family, TrafficRules
+from tests.testbed import Node, Testbed, end_process, inside, wait_for
 
 N, P = "10.244.0.0/16", "10.244.3.0/24"
+N6, P6 = "2001:db8:42::/56", "2001:db8:42:3::/64"
 
 # what `iptables -t nat -S` shows on a flanneld node (flannel's e2e golden rules; `-S` lists
 # the chains first)
@@ -96,28 +102,18 @@ RECEIVE = (
 )
 
 
-@pytest.mark.kernel
-@pytest.mark.etcd
-def test_pod_traffic_leaving_the_cluster_is_masqueraded_and_pod_to_pod_is_not(
-    testbed: Testbed,
-) -> None:
-    """The "wan" is the testbed's underlay router (198.18.0.254, this test's own namespace):
-    it must see the node's address for a pod's packet; a pod on another node, the pod's."""
+def assert_masquerades_only_traffic_leaving(testbed: Testbed, nodes: list[Node]) -> None:
+    """With the masquerade rules on `nodes[0]`: the "wan", the testbed's underlay router
+    (198.18.0.254, this test's own namespace), must see the node's address for a pod's packet;
+    a pod on `nodes[1]`, the pod's own address."""
     import socket
     import subprocess
     import sys
 
     from tests.testbed import UNDERLAY_GW
 
-    nodes = [testbed.add_node() for _ in range(2)]
-    for node in nodes:
-        testbed.start_daemon(node, "--ip-masq")
-    for node in nodes:
-        testbed.wait_subnet(node)
-    testbed.wait_converged()
     pod_a, pod_b = testbed.add_pod(nodes[0]), testbed.add_pod(nodes[1])
     assert testbed.ping(pod_a, pod_b.ip, count=3)
-    wait_for("the masquerade rules", lambda: len(rules_shown(testbed, nodes[0], "nat")) == 8)
 
     wan = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     wan.bind((UNDERLAY_GW, 40000))
@@ -144,6 +140,21 @@ def test_pod_traffic_leaving_the_cluster_is_masqueraded_and_pod_to_pod_is_not(
     assert out.strip() == pod_a.ip
 
 
+@pytest.mark.kernel
+@pytest.mark.etcd
+def test_pod_traffic_leaving_the_cluster_is_masqueraded_and_pod_to_pod_is_not(
+    testbed: Testbed,
+) -> None:
+    nodes = [testbed.add_node() for _ in range(2)]
+    for node in nodes:
+        testbed.start_daemon(node, "--ip-masq")
+    for node in nodes:
+        testbed.wait_subnet(node)
+    testbed.wait_converged()
+    wait_for("the masquerade rules", lambda: len(rules_shown(testbed, nodes[0], "nat")) == 8)
+    assert_masquerades_only_traffic_leaving(testbed, nodes)
+
+
 def test_rule_lines_render_as_iptables_lists_them() -> None:
     from backend.iptables import rule_line
 
@@ -168,3 +179,86 @@ def test_ip_blackhole_route_is_added_and_kept(testbed: Testbed) -> None:
     wait_for("the blackhole route back", lambda: subnet in blackholes(), timeout=15)
     # checked every second, added only when missing: one route, not one per check
     assert blackholes().count(subnet) == 1
+
+
+# --- IPv6 (ip6tables) -----------------------------------------------------------------------------
+
+# what `ip6tables -t nat -S` shows: flanneld's IPv4 rules with the IPv6 network, subnet and
+# multicast range
+MASQ6_S = [x.replace("224.0.0.0/4", "ff00::/8") for x in MASQ_S]
+
+
+def test_ipv6_rules_are_the_ipv4_rules_with_ipv6_ranges() -> None:
+    from backend.iptables import rule_line
+
+    lines = [rule_line(r) for r in masq_rules(N6, P6, random_fully=True)]
+    assert lines == [x.format(N=N6, P=P6) for x in MASQ6_S if not x.startswith("-N")]
+    assert "-A FLANNEL-POSTRTG -s 2001:db8:42::/56 ! -d ff00::/8 " in lines[5]
+    assert [rule_line(r) for r in forward_rules(N6)] == [
+        x.format(N=N6) for x in FORWARD_S if not x.startswith("-N")
+    ]
+
+
+def test_mixed_or_bad_families_are_refused_with_the_value_named() -> None:
+    with pytest.raises(ValueError, match="2001:db8:42:3::/64 is not of the family of"):
+        masq_rules(N, P6, random_fully=True)
+    with pytest.raises(ValueError, match="network 'nonsense' is not a CIDR"):
+        forward_rules("nonsense")
+    with pytest.raises(ValueError, match="is not of the family"):
+        Family(ipaddress.ip_network(N6), ipaddress.ip_network(P))
+    from backend.iptables import Iptables
+
+    with pytest.raises(ValueError, match="4 or 6"):
+        Iptables(5)
+
+
+@contextlib.contextmanager
+def one_node() -> Iterator[tuple[Testbed, Node]]:
+    """A testbed node namespace of its own (no etcd, no daemon); removed afterwards."""
+    tb = Testbed()
+    try:
+        yield tb, tb.add_node()
+    finally:
+        tb.cleanup()
+
+
+def shown(tb: Testbed, node: Node, binary: str, table: str) -> list[str]:
+    """The FLANNEL lines of `<binary> -t <table> -S` in the node's namespace."""
+    res = tb.node_sh(node, binary, "-w", "-t", table, "-S")
+    return [line for line in res.stdout.splitlines() if "FLANNEL" in line]
+
+
+def v6_family(subnet: str = P6, previous: str | None = None) -> Family:
+    net = ipaddress.ip_network(N6)
+    old = (net, ipaddress.ip_network(previous)) if previous else (None, None)
+    return Family(net, ipaddress.ip_network(subnet), *old)
+
+
+@pytest.mark.kernel
+def test_ipv6_rules_are_written_with_ip6tables_and_repaired() -> None:
+    """The daemon-facing API asked for the IPv6 rule set (IPv6Network, own IPv6 subnet):
+    flanneld's rules through ip6tables, none through iptables; a rule deleted by hand and a
+    flushed chain come back at the next check; a new subnet replaces the old one's rules."""
+    with one_node() as (tb, node), inside(node.netns):
+        rules = TrafficRules(nftables=False, ip_masq=True, forward=True,
+                             random_fully_disable=False, resync=1)  # fmt: skip
+        rules.start([v6_family("2001:db8:42:7::/64")])
+        rules = TrafficRules(nftables=False, ip_masq=True, forward=True,
+                             random_fully_disable=False, resync=1)  # fmt: skip
+        rules.start([v6_family(P6, previous="2001:db8:42:7::/64")])
+        want_nat = [line.format(N=N6, P=P6) for line in MASQ6_S]
+        want_filter = [line.format(N=N6) for line in FORWARD_S]
+        assert shown(tb, node, "ip6tables", "nat") == want_nat  # the old subnet's rules gone
+        assert shown(tb, node, "ip6tables", "filter") == want_filter
+        assert shown(tb, node, "iptables", "nat") == shown(tb, node, "iptables", "filter") == []
+
+        tb.node_sh(node, "ip6tables", "-w", "-t", "nat", "-D", "FLANNEL-POSTRTG", "-s", N6, "-d",
+                   P6, "-m", "comment", "--comment", "flanneld masq", "-j", "RETURN")  # fmt: skip
+        tb.node_sh(node, "ip6tables", "-w", "-t", "filter", "-F", "FLANNEL-FWD")
+        assert len(shown(tb, node, "ip6tables", "nat")) == 7
+        rules.keeper.check()
+        assert shown(tb, node, "ip6tables", "nat") == want_nat
+        assert shown(tb, node, "ip6tables", "filter") == want_filter
+        assert rules.keeper.repairs == 2
+        rules.keeper.check()  # nothing missing: nothing written
+        assert rules.keeper.repairs == 2

@@ -295,8 +295,3 @@ class RuleKeeper:
                 if self._errors.get(name) != str(err):
                     self._errors[name] = str(err)
                     log.error("could not check or repair the %s rules: %s", name, err)
-
-    def run(self, stop: threading.Event) -> None:
-        """Check every `period` seconds until `stop` is set."""
-        while not stop.wait(self.period):
-            self.check()

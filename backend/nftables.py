@@ -238,8 +238,3 @@ class NftKeeper:
             if str(err) != self._error:
                 self._error = str(err)
                 log.error("could not check or write the nftables tables: %s", err)
-
-    def run(self, stop: threading.Event) -> None:
-        """Check every `period` seconds until `stop` is set."""
-        while not stop.wait(self.period):
-            self.check()

@@ -76,9 +76,11 @@ class TrafficRules:
         self.forward = forward
         self.random_fully_disable = random_fully_disable
         self.resync = resync
-        self.keeper: RuleKeeper | NftKeeper = (
-            NftKeeper(Nft(), resync) if nftables else RuleKeeper(resync)
-        )
+        self.keeper: RuleKeeper | NftKeeper = self._new_keeper()
+        self._lock = threading.Lock()  # start/change (lease thread) vs checks (rules thread)
+
+    def _new_keeper(self) -> RuleKeeper | NftKeeper:
+        return NftKeeper(Nft(), self.resync) if self.mode == "nftables" else RuleKeeper(self.resync)
 
     @property
     def keeps_rules(self) -> bool:
@@ -90,6 +92,19 @@ class TrafficRules:
         per IP version, else ValueError). Errors of the commands are logged, not raised."""
         if len({f.version for f in families}) != len(families):
             raise ValueError("one Family per IP version")
+        with self._lock:
+            self._start(families)
+
+    def change(self, families: Sequence[Family]) -> None:
+        """The lease's subnet changed while running (own lease lost, its subnet taken): replace
+        the rules of the old subnet by those of `families`, whose `previous_*` name the old
+        network and subnet (iptables mode deletes the old masquerade rules; nftables mode
+        rewrites its tables whole). Errors are logged, not raised."""
+        with self._lock:
+            self.keeper = self._new_keeper()
+            self._start(families)
+
+    def _start(self, families: Sequence[Family]) -> None:
         if isinstance(self.keeper, NftKeeper):
             self._clean_up_iptables((4, 6))
             self._start_nftables(self.keeper, families)
@@ -100,7 +115,9 @@ class TrafficRules:
 
     def run(self, stop: threading.Event) -> None:
         """Check (and repair) the rules every `resync` seconds until `stop` is set."""
-        self.keeper.run(stop)
+        while not stop.wait(self.resync):
+            with self._lock:
+                self.keeper.check()
 
     # --- nftables mode --------------------------------------------------------------------------
 

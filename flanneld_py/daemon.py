@@ -152,6 +152,7 @@ class Daemon:
         self._bad_peers: dict[str, str] = {}  # peer key -> problem last logged
         self._other_backends: dict[str, str] = {}  # peer key -> backend type last logged
         self._foreign_own: dict[str, Lease] = {}  # another node's put on our own key
+        self.rules: TrafficRules | None = None  # the masquerade/forward rules, once written
 
     # --- start-up -------------------------------------------------------------------------------
 
@@ -288,6 +289,10 @@ class Daemon:
         before = (
             old.subnet if old is not None else previous_cidr(self.previous, "FLANNEL_SUBNET", 4)
         )
+        rules = self.rules
+        network = self.cfg.network
+        if old is not None and old.subnet != lease.subnet and rules is not None and network:
+            rules.change([Family(network, lease.subnet, network, old.subnet)])
         if before is not None and before != lease.subnet:
             log.warning(
                 "this node's subnet changed from %s to %s (the old one is gone or leased by "
@@ -502,7 +507,7 @@ class Daemon:
             threads["blackhole"] = threading.Thread(
                 target=self._keep_blackhole_route, name="blackhole", daemon=True
             )
-        rules = self._traffic_rules()
+        rules = self.rules = self._traffic_rules()
         if rules is not None and rules.keeps_rules:
             threads[rules.mode] = threading.Thread(
                 target=rules.run, name=rules.mode, daemon=True, args=(self.stop,)

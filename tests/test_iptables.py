@@ -86,6 +86,38 @@ def test_rules_are_flanneld_s_and_come_back_when_deleted(testbed: Testbed) -> No
 
 @pytest.mark.kernel
 @pytest.mark.etcd
+def test_rules_follow_a_subnet_change_while_running(testbed: Testbed) -> None:
+    """The node's lease is lost and its subnet taken by another node while the daemon runs:
+    the daemon leases another subnet, and the masquerade rules of the old one make way for the
+    new one's (else traffic from the cluster to the node's new pods would be masqueraded)."""
+    node = testbed.add_node()
+    testbed.start_daemon(node, "--ip-masq", "--iptables-resync=1")
+    testbed.wait_subnet(node)
+    old = testbed.subnet_of(node)
+    path = f"{testbed.etcd_prefix}/subnets/{old.replace('/', '-')}"
+    value = (
+        b'{"PublicIP":"198.18.0.99","PublicIPv6":null,"BackendType":"vxlan",'
+        b'"BackendData":{"VNI":1,"VtepMAC":"0e:00:00:00:00:99"}}'
+    )
+    # delete the lease and take its subnet before the daemon takes it back (create-if-absent,
+    # repeated while the daemon wins the race)
+    for _ in range(20):
+        testbed.client.delete(path)
+        if testbed.client.put_if_not_exists(path, value):
+            break
+    else:
+        pytest.fail(f"the daemon took {old} back 20 times in a row")
+    new = wait_for(
+        "a new subnet",
+        lambda: {testbed.subnet_of(node)} - {old} and testbed.subnet_of(node),
+        timeout=30,
+    )
+    want = [line.format(N=N, P=new) for line in MASQ_S]
+    wait_for("the rules of the new subnet", lambda: rules_shown(testbed, node, "nat") == want)
+
+
+@pytest.mark.kernel
+@pytest.mark.etcd
 def test_without_ip_masq_only_the_forward_rules_are_written(testbed: Testbed) -> None:
     node = testbed.add_node()
     testbed.start_daemon(node, "--iptables-forward-rules=true")

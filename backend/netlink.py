@@ -194,33 +194,3 @@ def ensure_blackhole(ipr: IPRoute, dst: str) -> bool:
             return False
     ipr.route("add", dst=dst, type=RTN_BLACKHOLE, table=MAIN_TABLE, family=family)
     return True
-
-
-@dataclass(frozen=True)
-class RouteLookup:
-    """One route the kernel chose for a destination: its gateway (None: on-link) and the index
-    of its outgoing link."""
-
-    gateway: str | None
-    oif: int
-
-
-def route_get(ipr: IPRoute, ip: str) -> list[RouteLookup]:
-    """The routes the kernel would use for `ip` (address text), like `ip route get`; [] when
-    it has none (unreachable, blackhole, prohibited). Raises NetlinkError for other failures."""
-    try:
-        msgs = ipr.route("get", dst=ip)
-    except NetlinkError as err:
-        if err.code in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EINVAL, errno.EACCES,
-                        errno.EPERM, errno.ESRCH):  # fmt: skip
-            return []
-        raise
-    return [RouteLookup(m.get("RTA_GATEWAY"), m.get("RTA_OIF") or 0) for m in msgs]
-
-
-def directly_reachable(ipr: IPRoute, ip: str) -> bool:
-    """flannel's DirectRouting test (flannel `pkg/backend/vxlan/vxlan_network.go`): the route
-    lookup for `ip` gives exactly one route and it has no gateway, so `ip` is on a network this
-    node is attached to. Raises NetlinkError as `route_get`."""
-    routes = route_get(ipr, ip)
-    return len(routes) == 1 and routes[0].gateway is None

@@ -70,6 +70,7 @@ NLMSGERR_ATTR_MSG = 1
 
 NDA_DST, NDA_LLADDR = 1, 2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
+RTA_VIA = 18
 NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
 NTF_SELF = 0x02
 RTN_UNICAST = 1
@@ -436,6 +437,35 @@ class BulkSocket:
             metrics[prefix] = metric
             out[prefix] = socket.inet_ntop(family, gw) if gw else None
         return out
+
+    def lookup_route(self, ip: str) -> str | None:
+        """The gateway of the route the kernel would use for `ip` (address text), like `ip
+        route get`: the gateway's address, "" for an on-link route (no gateway; also a local
+        address), "via" for a gateway of the other family; None when there is no route
+        (unreachable, blackhole, prohibited: the kernel answers with an error). One request
+        and its answer; raises OSError when the socket fails."""
+        family, packed = _addr(ip)
+        seq = self._next_seq()
+        body = _RTMSG.pack(family, len(packed) * 8, 0, 0, 0, 0, 0, 0, 0) + _attr(RTA_DST, packed)
+        self.sock.send(_message(RTM_GETROUTE, NLM_F_REQUEST, body, seq))
+        buf = self._buf
+        while True:
+            n = self.sock.recv_into(buf)
+            off = 0
+            while off + 16 <= n:
+                length, mtype, _, mseq, _ = _HDR.unpack_from(buf, off)
+                if length < 16:
+                    break
+                if mseq == seq:
+                    if mtype == NLMSG_ERROR:
+                        return None
+                    if mtype == RTM_NEWROUTE:
+                        attrs = _attrs(memoryview(buf), off + 16 + _RTMSG.size, off + length)
+                        gw = attrs.get(RTA_GATEWAY)
+                        if gw:
+                            return socket.inet_ntop(family, gw)
+                        return "via" if RTA_VIA in attrs else ""
+                off += (length + 3) & ~3
 
     def dump_gateway_routes(
         self, family: int, within: Scope, index: int = 0, exclude_index: int = 0

@@ -328,17 +328,16 @@ class VxlanDevice:
 
     def select(self, entry: PeerEntry | None) -> PeerEntry | None:
         """`entry` as this device programs it: without DirectRouting as it is; with it, made
-        direct when the peer's public IP is directly reachable (`netlink.directly_reachable`,
-        looked up once per public IP until `reselect`; a failed lookup means "not direct")."""
+        direct when the peer's public IP is directly reachable (`directly_reachable`, looked up
+        once per public IP until `reselect`; a failed lookup means "not direct")."""
         if entry is None or not self.direct_routing:
             return entry
         ip = entry.public_ip
         direct = self._reachable.get(ip)
         if direct is None:
             try:
-                with self._lock:
-                    direct = netlink.directly_reachable(self.ipr, ip)
-            except (netlink.NetlinkError, OSError) as err:
+                direct = self.directly_reachable(ip)
+            except OSError as err:
                 log.warning("route lookup for peer public IP %s failed (%s); using the overlay",
                             ip, err)  # fmt: skip
                 direct = False
@@ -349,6 +348,13 @@ class VxlanDevice:
                          "directly reachable" if direct else "no longer directly reachable",
                          "a direct route" if direct else "the overlay")  # fmt: skip
         return replace(entry, direct=True) if direct else entry
+
+    def directly_reachable(self, ip: str) -> bool:
+        """flannel's DirectRouting test (flannel `pkg/backend/vxlan/vxlan_network.go`): the route
+        lookup for `ip` gives a route without a gateway, so `ip` is on a network this node is
+        attached to. Raises OSError when the netlink socket fails."""
+        with self._lock:
+            return self.bulk.lookup_route(ip) == ""
 
     def reselect(self) -> None:
         """Forget the DirectRouting decisions, so the next selections look the routes up again

@@ -18,7 +18,7 @@ import pytest
 from backend.reconcile import KernelState, Op, PeerEntry, Reconciler, diff
 from backend.vxlan import VxlanDevice, parse_vxlan_config
 from subnet.peers import PeerTable
-from tests.testbed import UNDERLAY_GW, Node, Testbed, sh, wait_for
+from tests.testbed import UNDERLAY_GW, Node, Testbed, inside, sh, wait_for
 
 DR_NETWORK = '{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "DirectRouting": true}}'
 MAC = "0e:00:00:00:00:02"
@@ -129,15 +129,13 @@ def test_the_decision_is_made_again_in_full_passes_only() -> None:
 def test_device_select_looks_up_once_per_public_ip_until_reselect(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from backend import netlink
-
     calls: list[str] = []
 
-    def reachable(ipr: object, ip: str) -> bool:
+    def reachable(self: VxlanDevice, ip: str) -> bool:
         calls.append(ip)
         return ip == "198.18.0.2"
 
-    monkeypatch.setattr(netlink, "directly_reachable", reachable)
+    monkeypatch.setattr(VxlanDevice, "directly_reachable", reachable)
     dev = VxlanDevice(parse_vxlan_config({"DirectRouting": True}), 4, "198.18.0.1", 2, 1500,
                       ipr=object())  # fmt: skip
     assert dev.select(overlay(2)) == direct(2)
@@ -213,6 +211,25 @@ def overlay_of(tb: Testbed, node: Node, peer: Node) -> tuple[bool, bool, bool]:
 
 
 @pytest.mark.kernel
+def test_route_lookup_tells_on_link_from_gateway_and_unreachable(testbed: Testbed) -> None:
+    from backend.nlbulk import BulkSocket
+
+    node = testbed.add_node()  # eth0 198.18.0.1/24, default via 198.18.0.254
+    testbed.node_sh(node, "ip", "route", "add", "blackhole", "203.0.113.0/24")
+    testbed.node_sh(node, "ip", "route", "del", "default")
+    testbed.node_sh(node, "ip", "route", "add", "198.51.100.0/24", "via", UNDERLAY_GW)
+    with inside(node.netns):
+        bulk = BulkSocket()
+    try:
+        assert bulk.lookup_route("198.18.0.2") == ""  # on the node's network: direct
+        assert bulk.lookup_route("198.51.100.7") == UNDERLAY_GW  # through a router
+        assert bulk.lookup_route("203.0.113.7") is None  # blackhole
+        assert bulk.lookup_route("172.31.0.1") is None  # no route at all
+    finally:
+        bulk.close()
+
+
+@pytest.mark.kernel
 @pytest.mark.etcd
 def test_direct_routing_on_one_l2_network_and_overlay_through_a_router(testbed: Testbed) -> None:
     testbed.put_config(DR_NETWORK)
@@ -264,7 +281,6 @@ def test_direct_routing_on_one_l2_network_and_overlay_through_a_router(testbed: 
     wait_for("n1's direct route to n3 gone",
              lambda: direct_routes(testbed, n1) == [f"{s2} via 198.18.0.2 dev eth0"])  # fmt: skip
     assert testbed.ping(pods[0], pods[2].ip, count=3)
-    assert UNDERLAY_GW  # the gateway the nodes' default routes use
 
 
 @pytest.mark.kernel

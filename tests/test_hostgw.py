@@ -220,3 +220,26 @@ def test_kube_annotations_of_a_host_gw_node() -> None:
     ann = own_annotations(names, {"metadata": {}}, hostgw.lease_attrs("198.18.0.1"))
     assert ann[names.backend_type] == "host-gw"
     assert json.loads(ann[names.backend_data]) is None
+
+
+@pytest.mark.kernel
+@pytest.mark.kube
+def test_host_gw_in_kube_mode_annotates_like_flanneld_and_routes(kube_testbed: Testbed) -> None:
+    tb = kube_testbed
+    (tb.workdir / "net-conf.json").write_text(HOSTGW_NETWORK)
+    nodes = [tb.add_node() for _ in range(2)]
+    for node in nodes:
+        tb.start_daemon(node)
+    for node in nodes:
+        tb.wait_subnet(node)
+    for node in nodes:
+        wait_for(f"{node.name}'s host-gw routes",
+                 lambda node=node: peer_routes(tb, node) == expected_routes(tb, node, nodes))  # type: ignore[misc]  # fmt: skip
+        assert tb.kubeapi is not None
+        ann = (tb.kubeapi.get_node(node.name) or {})["metadata"]["annotations"]
+        p = "flannel.alpha.coreos.com/"
+        assert (ann[p + "backend-type"], ann[p + "backend-data"]) == ("host-gw", "null")
+        assert ann[p + "public-ip"] == node.address
+        assert node.subnet_env()["FLANNEL_MTU"] == "1500"
+    pods = [tb.add_pod(node) for node in nodes]
+    assert tb.cross_node_ping_failures(pods) == []

@@ -461,7 +461,9 @@ class Daemon:
                 level = logging.DEBUG
         if not log.isEnabledFor(level):
             return
-        if peer is not None and peer.v4 is not None:
+        if peer is not None and peer.v4 is not None and peer.v4.direct:  # host-gw: no VTEP
+            log.log(level, "peer %s: %s (public IP %s)", change, peer.v4.subnet, peer.v4.public_ip)
+        elif peer is not None and peer.v4 is not None:
             log.log(level, "peer %s: %s (public IP %s, VTEP MAC %s)", change, peer.v4.subnet,
                     peer.v4.public_ip, peer.v4.vtep_mac)  # fmt: skip
         else:

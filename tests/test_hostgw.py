@@ -187,6 +187,7 @@ def test_host_gw_routes_are_repaired_and_follow_peers(testbed: Testbed) -> None:
         lambda: "10.244.202.0/24 via 198.18.0.97 dev eth0" in peer_routes(testbed, node),
     )
     wait_for("the warning", lambda: "not host-gw" in node.log())
+    assert "10.244.202.0/24 (public IP 198.18.0.97)" in node.log()
     assert "10.244.201.0/24" not in testbed.node_sh(node, "ip", "route").stdout
     # a departed peer's route goes
     testbed.client.delete(f"{prefix}/10.244.202.0-24")

@@ -30,6 +30,10 @@ Message layouts written (Linux uapi `linux/netlink.h`, `linux/rtnetlink.h`,
                        RTA_DST, RTA_GATEWAY, RTA_OIF, RTA_TABLE
     route delete       RTM_DELROUTE, REQUEST|ACK; rtmsg(family, prefix length, table main);
                        RTA_DST, RTA_OIF, RTA_TABLE
+    gateway route      as route replace/delete without the ONLINK flag, with RTA_GATEWAY also
+                       in the delete, and RTA_OIF only when a link is given (host-gw routes and
+                       DirectRouting routes: `ip route replace 10.244.2.0/24 via 198.18.0.2
+                       [dev eth0]`)
 
 These are the bytes pyroute2 sends for the same `IPRoute.neigh/fdb/route` calls (the tests compare
 them byte for byte) and what `ip neigh/route replace ... onlink` and `bridge fdb replace ... self
@@ -66,6 +70,7 @@ NLMSGERR_ATTR_MSG = 1
 
 NDA_DST, NDA_LLADDR = 1, 2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
+RTA_VIA = 18
 NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
 NTF_SELF = 0x02
 RTN_UNICAST = 1
@@ -157,6 +162,27 @@ def route_request(action: str, index: int, dst: str, gateway: str | None) -> byt
         return _message(RTM_NEWROUTE, _REPLACE, body)
     head = _RTMSG.pack(family, prefix, 0, 0, RT_TABLE_MAIN, 0, 0, 0, 0)
     return _message(RTM_DELROUTE, _DELETE, head + _attr(RTA_DST, packed) + oif + table)
+
+
+def gateway_route_request(action: str, dst: str, gateway: str, index: int = 0) -> bytes:
+    """The RTM_NEWROUTE ("replace") or RTM_DELROUTE ("delete") message for the route `dst` (CIDR
+    text) via `gateway`, main table, protocol boot, scope universe, not onlink; through link
+    `index`, or with 0 through the link the kernel finds for the gateway (a replace) or any link
+    (a delete, which then matches the gateway). Sequence number 0. Raises OSError for an address
+    that is not one."""
+    net, _, plen = dst.partition("/")
+    family, packed = _addr(net)
+    prefix = int(plen) if plen else len(packed) * 8
+    _, gw = _addr(gateway)
+    attrs = _attr(RTA_DST, packed) + _attr(RTA_GATEWAY, gw)
+    if index:
+        attrs += _U32_ATTR.pack(8, RTA_OIF, index)
+    attrs += _U32_ATTR.pack(8, RTA_TABLE, RT_TABLE_MAIN)
+    if action == "replace":
+        head = _RTMSG.pack(family, prefix, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, 0, RTN_UNICAST, 0)
+        return _message(RTM_NEWROUTE, _REPLACE, head + attrs)
+    head = _RTMSG.pack(family, prefix, 0, 0, RT_TABLE_MAIN, 0, 0, 0, 0)
+    return _message(RTM_DELROUTE, _DELETE, head + attrs)
 
 
 @dataclass(frozen=True)
@@ -410,6 +436,73 @@ class BulkSocket:
                 continue  # a route of a higher metric to the same prefix is not the one we wrote
             metrics[prefix] = metric
             out[prefix] = socket.inet_ntop(family, gw) if gw else None
+        return out
+
+    def lookup_route(self, ip: str) -> str | None:
+        """The gateway of the route the kernel would use for `ip` (address text), like `ip
+        route get`: the gateway's address, "" for an on-link route (no gateway; also a local
+        address), "via" for a gateway of the other family; None when there is no route
+        (unreachable, blackhole, prohibited: the kernel answers with an error). One request
+        and its answer; raises OSError when the socket fails."""
+        family, packed = _addr(ip)
+        seq = self._next_seq()
+        body = _RTMSG.pack(family, len(packed) * 8, 0, 0, 0, 0, 0, 0, 0) + _attr(RTA_DST, packed)
+        self.sock.send(_message(RTM_GETROUTE, NLM_F_REQUEST, body, seq))
+        buf = self._buf
+        while True:
+            n = self.sock.recv_into(buf)
+            off = 0
+            while off + 16 <= n:
+                length, mtype, _, mseq, _ = _HDR.unpack_from(buf, off)
+                if length < 16:
+                    break
+                if mseq == seq:
+                    if mtype == NLMSG_ERROR:
+                        return None
+                    if mtype == RTM_NEWROUTE:
+                        attrs = _attrs(memoryview(buf), off + 16 + _RTMSG.size, off + length)
+                        gw = attrs.get(RTA_GATEWAY)
+                        if gw:
+                            return socket.inet_ntop(family, gw)
+                        return "via" if RTA_VIA in attrs else ""
+                off += (length + 3) & ~3
+
+    def dump_gateway_routes(
+        self, family: int, within: Scope, index: int = 0, exclude_index: int = 0
+    ) -> dict[str, str]:
+        """The main-table routes flanneld writes via peers' public IPs: unicast, protocol boot,
+        destination inside `within`, with a gateway outside it; through link `index` when
+        given, through any link but `exclude_index` when that is given. {"dst/len": gateway}; of
+        several routes to one prefix the one of the lowest metric. Routes of other protocols
+        (a routing daemon's, the kernel's own) and routes without a gateway are never listed,
+        so never removed."""
+        out: dict[str, str] = {}
+        metrics: dict[str, int] = {}
+        for body in self._dump(RTM_GETROUTE, _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)):
+            if (
+                body[0] != family
+                or body[4] not in (RT_TABLE_MAIN, RT_TABLE_COMPAT)
+                or body[5] != RTPROT_BOOT
+                or body[7] != RTN_UNICAST
+                or body[1] < within.prefixlen  # wider than the network: never a peer's
+            ):
+                continue
+            attrs = _attrs(body, 12, len(body))
+            tab = attrs.get(RTA_TABLE)
+            if tab is not None and _U32.unpack(tab)[0] != RT_TABLE_MAIN:
+                continue
+            dst, gw, oif = attrs.get(RTA_DST), attrs.get(RTA_GATEWAY), attrs.get(RTA_OIF)
+            if dst is None or not gw or not within.holds(dst, body[1]) or within.holds(gw):
+                continue
+            link = _U32.unpack(oif)[0] if oif is not None else 0
+            if (index and link != index) or (exclude_index and link == exclude_index):
+                continue
+            prefix = f"{socket.inet_ntop(family, dst)}/{body[1]}"
+            metric = _U32.unpack(attrs.get(RTA_PRIORITY, b"\0\0\0\0"))[0]
+            if metrics.get(prefix, metric + 1) <= metric:
+                continue
+            metrics[prefix] = metric
+            out[prefix] = socket.inet_ntop(family, gw)
         return out
 
 

@@ -4,6 +4,8 @@ Per peer the overlay needs three kernel objects on `flannel.<VNI>` (flannel
 `pkg/backend/vxlan/vxlan_network.go`): a neighbour entry (peer VTEP IP -> peer VTEP MAC), an FDB
 entry (peer VTEP MAC -> peer public IP) and an onlink route (peer subnet via peer VTEP IP). They are
 written in that order, so the route never points at an address the kernel would have to resolve.
+A *direct* peer (host-gw, flannel `pkg/backend/route_network.go`, or a VXLAN DirectRouting peer
+on this node's own L2 network) needs one object instead: a route to its subnet via its public IP.
 
 Two passes, one worker:
 - incremental: for the keys the watchers marked dirty, compare the desired record with what this
@@ -34,28 +36,40 @@ class PeerEntry:
 
     `subnet` is the peer's pod subnet (CIDR text), `vtep_ip` its network address (used as the
     onlink gateway and the neighbour IP), `vtep_mac` the MAC of the peer's flannel device, and
-    `public_ip` the underlay address VXLAN packets are sent to.
+    `public_ip` the underlay address VXLAN packets are sent to. With `direct` the peer is reached
+    by a plain route `subnet via public_ip` and nothing else (`vtep_ip` and `vtep_mac` unused).
     """
 
     subnet: str
     vtep_ip: str
     vtep_mac: str
     public_ip: str
+    direct: bool = False
+
+    @classmethod
+    def direct_route(cls, subnet: str, public_ip: str) -> PeerEntry:
+        """An entry for a peer reached by the route `subnet via public_ip` alone (host-gw)."""
+        return cls(subnet, "", "", public_ip, True)
 
 
 @dataclass
 class KernelState:
-    """A device's per-peer objects: neighbours {IP: MAC}, FDB {(MAC, remote)}, routes {dst: gw}."""
+    """A device's per-peer objects: neighbours {IP: MAC}, FDB {(MAC, remote)}, routes {dst: gw}
+    on the device, and direct routes {dst: gateway (a peer's public IP)} of direct peers."""
 
     neighs: dict[str, str] = field(default_factory=dict)
     fdb: set[tuple[str, str]] = field(default_factory=set)
     routes: dict[str, str | None] = field(default_factory=dict)
+    direct: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, entries: Iterable[PeerEntry]) -> KernelState:
         """The objects a set of peers needs."""
         state = cls()
         for e in entries:
+            if e.direct:
+                state.direct[e.subnet] = e.public_ip
+                continue
             state.neighs[e.vtep_ip] = e.vtep_mac
             state.fdb.add((e.vtep_mac, e.public_ip))
             state.routes[e.subnet] = e.vtep_ip
@@ -64,8 +78,9 @@ class KernelState:
 
 @dataclass(frozen=True, slots=True)
 class Op:
-    """One kernel write: kind "neigh"/"fdb"/"route", action "replace"/"delete", and its arguments:
-    neigh (ip, mac), fdb (mac, remote), route (dst, gateway); `key` names the peer it serves."""
+    """One kernel write: kind "neigh"/"fdb"/"route"/"direct", action "replace"/"delete", and its
+    arguments: neigh (ip, mac), fdb (mac, remote), route (dst, gateway), direct (dst, the peer's
+    public IP as gateway); `key` names the peer it serves."""
 
     kind: str
     action: str
@@ -79,9 +94,10 @@ def diff(
 ) -> list[Op]:
     """The writes that turn `actual` into what `desired` (lease key -> entry) needs.
 
-    Per peer, in flannel's order: neighbour, FDB, route; only the objects that differ. Then the
-    removals of everything else in `actual` (routes first, then FDB entries, then neighbours),
-    except the objects in `keep` (those other peers still need).
+    Per peer, in flannel's order: neighbour, FDB, route (a direct peer: its direct route); only
+    the objects that differ. Then the removals of everything else in `actual` (routes first, then
+    direct routes, FDB entries, neighbours), except the objects in `keep` (those other peers still
+    need).
     """
     ops: list[Op] = []
     want = KernelState.of(desired.values())
@@ -90,6 +106,10 @@ def diff(
         want.fdb |= keep.fdb
         want.routes.update(keep.routes)
     for key, e in desired.items():
+        if e.direct:
+            if actual.direct.get(e.subnet) != e.public_ip:
+                ops.append(Op("direct", "replace", e.subnet, e.public_ip, key))
+            continue
         if actual.neighs.get(e.vtep_ip) != e.vtep_mac:
             ops.append(Op("neigh", "replace", e.vtep_ip, e.vtep_mac, key))
         if (e.vtep_mac, e.public_ip) not in actual.fdb:
@@ -98,6 +118,9 @@ def diff(
             ops.append(Op("route", "replace", e.subnet, e.vtep_ip, key))
     for dst in sorted(actual.routes.keys() - want.routes.keys()):
         ops.append(Op("route", "delete", dst, actual.routes[dst]))
+    if actual.direct:
+        for dst in sorted(actual.direct.keys() - want.direct.keys()):
+            ops.append(Op("direct", "delete", dst, actual.direct[dst]))
     for mac, remote in sorted(actual.fdb - want.fdb):
         ops.append(Op("fdb", "delete", mac, remote))
     for ip in sorted(actual.neighs.keys() - want.neighs.keys()):
@@ -120,6 +143,8 @@ class ObjectRefs:
     def add(self, key: str, e: PeerEntry) -> None:
         """Count the objects of peer `key`'s entry `e`, and make it its subnet's owner."""
         self.subnet_owner[e.subnet] = key
+        if e.direct:
+            return
         self.neighs[e.vtep_ip] = self.neighs.get(e.vtep_ip, 0) + 1
         fdb = (e.vtep_mac, e.public_ip)
         self.fdb[fdb] = self.fdb.get(fdb, 0) + 1
@@ -128,12 +153,14 @@ class ObjectRefs:
         """Undo `add(key, e)`."""
         if self.subnet_owner.get(e.subnet) == key:
             del self.subnet_owner[e.subnet]
+        if e.direct:
+            return
         _decrement(self.neighs, e.vtep_ip)
         _decrement(self.fdb, (e.vtep_mac, e.public_ip))
 
     def still_needed(self, leaving: Iterable[PeerEntry]) -> KernelState:
         """The objects of the `leaving` entries that programmed peers other than them need."""
-        leaving = list(leaving)
+        leaving = [e for e in leaving if not e.direct]
         own_neighs: dict[str, int] = {}
         own_fdb: dict[tuple[str, str], int] = {}
         for e in leaving:
@@ -185,12 +212,16 @@ class SyncResult:
 
 
 V = TypeVar("V")
+_ENTRY_KINDS = ("neigh", "fdb")  # written before any route
 
 
 class Reconciler(Generic[V]):
     """The one worker that owns the kernel entries of one device.
 
     `select` turns a peer record into this device's `PeerEntry` (None: not on this device).
+    `reselect`, when given, is called at the start of every full pass and makes the full pass
+    select every peer again even when the table has not changed (a selection that depends on
+    the kernel, such as DirectRouting's reachability check, is re-evaluated that way).
     `resync_period` in seconds; `retries` per write, with `backoff` seconds doubling between tries.
     A peer whose writes still fail is retried later, after `retry_base` seconds doubling up to
     `retry_max`, and logged once when it starts failing and once when it recovers, so a peer the
@@ -208,8 +239,10 @@ class Reconciler(Generic[V]):
         clock: Callable[[], float] = time.monotonic,
         retry_base: float = 1.0,
         retry_max: float = 60.0,
+        reselect: Callable[[], None] | None = None,
     ) -> None:
         self.table = table
+        self.reselect = reselect
         self.retry_base = retry_base
         self.retry_max = retry_max
         self.failing: dict[str, tuple[int, float]] = {}  # peer key -> (failures, retry at)
@@ -270,6 +303,9 @@ class Reconciler(Generic[V]):
             self.programmed.clear()  # the device's entries are gone with it
             self.refs = ObjectRefs()
         version = self.table.version
+        if self.reselect is not None:
+            self.reselect()
+            self._desired = None
         if self._desired is None or self._desired[0] != version:  # the table changed
             self._desired = (version, self.desired())
         desired = self._desired[1]
@@ -326,11 +362,12 @@ class Reconciler(Generic[V]):
 
     def _apply(self, ops: list[Op]) -> SyncResult:
         """Write `ops` in three batches that keep flannel's order for every peer: neighbour and
-        FDB entries, then routes (skipping peers whose entries failed), then removals."""
+        FDB entries, then routes and direct routes (skipping peers whose entries failed), then
+        removals."""
         result = SyncResult(ops=len(ops))
         attempted: set[str] = set()
-        entries = [op for op in ops if op.action == "replace" and op.kind != "route"]
-        routes = [op for op in ops if op.action == "replace" and op.kind == "route"]
+        entries = [op for op in ops if op.action == "replace" and op.kind in _ENTRY_KINDS]
+        routes = [op for op in ops if op.action == "replace" and op.kind not in _ENTRY_KINDS]
         removals = [op for op in ops if op.action != "replace"]
         for batch in (entries, routes, removals):
             batch = [op for op in batch if not (op.key and op.key in result.retry)]

@@ -3,7 +3,9 @@
 Wire-compatible with Go flanneld's VXLAN backend (flannel `pkg/backend/vxlan`): same device name,
 VNI, UDP port (kernel default 8472 unless `Port` is set), learning off, VTEP MAC published in the
 lease as `{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}`, and for every peer the neighbour/FDB/route trio
-written by `backend.reconcile`.
+written by `backend.reconcile`. With `DirectRouting` a peer whose public IP is on a network this
+node is attached to (the route lookup for it gives one route without a gateway) gets only the
+route `<peer subnet> via <peer public IP>` (no device given: the kernel picks it) instead.
 
 Deliberate differences (decisions.md): the MTU overhead is 70 bytes on an IPv6 underlay (#6); an
 existing device with a wrong MTU is corrected and one with another VNI, port, local address or
@@ -18,7 +20,7 @@ import os
 import socket
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from backend import netlink, nlbulk
@@ -192,6 +194,9 @@ class VxlanDevice:
         self.index = 0
         self.address: str | None = None
         self.network: str | None = None
+        self.direct_routing = cfg.direct_routing
+        self._reachable: dict[str, bool] = {}  # public IP -> directly reachable, this pass
+        self._reached: dict[str, bool] = {}  # the same, the pass before (to log changes)
         self._lock = threading.Lock()
         self._ipr: Any = ipr
         self._bulk: nlbulk.BulkSocket | None = None
@@ -308,9 +313,55 @@ class VxlanDevice:
             log.info("removed stale address %s from %s", cidr, self.spec.name)
 
     def dump(self) -> KernelState:
-        """The per-peer objects flanneld-py owns on the device (see `owned_state`)."""
+        """The per-peer objects flanneld-py owns on the device (see `owned_state`), and with
+        DirectRouting the direct routes (see `nlbulk.BulkSocket.dump_gateway_routes`: routes in
+        the cluster network via an address outside it, on any other link)."""
         with self._lock:
-            return owned_state(self.bulk, self.index, self.family, self.network)
+            state = owned_state(self.bulk, self.index, self.family, self.network)
+            if self.direct_routing and self.network is not None:
+                net = ipaddress.ip_network(self.network)
+                if net.version == self.version:
+                    state.direct = self.bulk.dump_gateway_routes(
+                        self.family, nlbulk.Scope.of(net), exclude_index=self.index
+                    )
+            return state
+
+    def select(self, entry: PeerEntry | None) -> PeerEntry | None:
+        """`entry` as this device programs it: without DirectRouting as it is; with it, made
+        direct when the peer's public IP is directly reachable (`directly_reachable`, looked up
+        once per public IP until `reselect`; a failed lookup means "not direct")."""
+        if entry is None or not self.direct_routing:
+            return entry
+        ip = entry.public_ip
+        direct = self._reachable.get(ip)
+        if direct is None:
+            try:
+                direct = self.directly_reachable(ip)
+            except OSError as err:
+                log.warning("route lookup for peer public IP %s failed (%s); using the overlay",
+                            ip, err)  # fmt: skip
+                direct = False
+            self._reachable[ip] = direct
+            before = self._reached.get(ip)
+            if before is not None and before != direct:
+                log.info("peer public IP %s is %s: switching its peers to %s", ip,
+                         "directly reachable" if direct else "no longer directly reachable",
+                         "a direct route" if direct else "the overlay")  # fmt: skip
+        return replace(entry, direct=True) if direct else entry
+
+    def directly_reachable(self, ip: str) -> bool:
+        """flannel's DirectRouting test (flannel `pkg/backend/vxlan/vxlan_network.go`): the route
+        lookup for `ip` gives a route without a gateway, so `ip` is on a network this node is
+        attached to. Raises OSError when the netlink socket fails."""
+        with self._lock:
+            return self.bulk.lookup_route(ip) == ""
+
+    def reselect(self) -> None:
+        """Forget the DirectRouting decisions, so the next selections look the routes up again
+        (a `Reconciler`'s full pass calls it)."""
+        if self._reachable:
+            self._reached = self._reachable
+        self._reachable = {}
 
     def apply_many(self, ops: Sequence[Op]) -> list[str | None]:
         """Perform kernel writes for peers (see `backend.reconcile.Op`) through the bulk
@@ -325,6 +376,8 @@ class VxlanDevice:
                         message = nlbulk.neigh_request(op.action, index, op.a, op.b)
                     elif op.kind == "fdb":
                         message = nlbulk.fdb_request(op.action, index, op.a, op.b or "")
+                    elif op.kind == "direct":  # no link: the kernel finds it for the gateway
+                        message = nlbulk.gateway_route_request(op.action, op.a, op.b or "")
                     else:
                         message = nlbulk.route_request(op.action, index, op.a, op.b)
                     requests.append(nlbulk.Request(message, missing_ok=op.action == "delete"))

@@ -13,6 +13,9 @@ With the `alloc` backend (`backend.alloc`) the same sequence skips the device: t
 and renews the lease and writes subnet.env, and runs no reconciler. In etcd mode the watch still
 runs, only to notice this node's own lease being lost or overwritten (peers are ignored); in kube
 mode there is no watch at all (as flanneld, which starts no Node informer for alloc).
+
+With `host-gw` (`backend.hostgw`) there is no device either: the reconciler keeps a route to each
+peer's subnet via its public IP on the external interface.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from backend import alloc
+from backend import alloc, hostgw
 from backend.netlink import IPRoute, NetlinkError, ensure_blackhole
 from backend.reconcile import PeerEntry, Reconciler, SyncResult
 from backend.traffic import Family, TrafficRules
@@ -146,7 +149,8 @@ class Daemon:
         self.lease_lost = threading.Event()
         self.renew_now = threading.Event()  # our lease value was overwritten: re-put it
         self.cfg: NetworkConfig | None = None
-        self.device: VxlanDevice | None = None  # None with the alloc backend
+        self.device: VxlanDevice | hostgw.HostGwRoutes | None = None  # None with alloc
+        self._peer_from_lease = peer_from_lease  # the backend's lease -> peer record
         self.programs_peers = True  # False with the alloc backend: peers are not even tracked
         self.mtu = 0  # FLANNEL_MTU without a device (alloc): the external interface's MTU
         self._bad_peers: dict[str, str] = {}  # peer key -> problem last logged
@@ -183,11 +187,7 @@ class Daemon:
             raise ConfigError("EnableIPv6", "flanneld-py supports IPv4-only networks so far")
         check_bridge_netfilter(cfg.families, cfg.enable_nftables)
         self.programs_peers = cfg.backend_type != alloc.BACKEND_TYPE
-        vx = parse_vxlan_config(cfg.backend) if self.programs_peers else None
-        if vx is not None and vx.direct_routing:
-            log.warning(
-                "Backend.DirectRouting is not implemented yet; using the overlay for all peers"
-            )
+        vx = parse_vxlan_config(cfg.backend) if cfg.backend_type == "vxlan" else None
         stored_ips = self._retry("read this node's stored public IPs", self.sm.stored_public_ips)
         if stored_ips is None:
             return False
@@ -209,7 +209,14 @@ class Daemon:
             ext.iface_addr,
             ext.ext_addr,
         )
-        if vx is None:
+        if cfg.backend_type == hostgw.BACKEND_TYPE:
+            hostgw.check_not_behind_nat(ext.name, ext.iface_addr, ext.ext_addr)
+            log.info("backend host-gw: routes to peers' subnets via their public IPs on %s",
+                     ext.name)  # fmt: skip
+            self.device = hostgw.HostGwRoutes(ext.index, ext.mtu)
+            self._peer_from_lease = hostgw.peer_from_lease
+            attrs = hostgw.lease_attrs(ext.ext_addr)
+        elif vx is None:
             log.info("backend alloc: leasing a subnet only (no device, no peers)")
             self.mtu = alloc.pod_mtu(ext.mtu)
             attrs = alloc.lease_attrs(ext.ext_addr)
@@ -326,7 +333,7 @@ class Daemon:
         """
         try:
             self._check_subnets(lease)
-            peer = peer_from_lease(lease)
+            peer = self._peer_from_lease(lease)
         except PeerFormatError as err:
             if self._bad_peers.get(lease.key) != str(err):
                 self._bad_peers[lease.key] = str(err)
@@ -336,8 +343,8 @@ class Daemon:
         self._bad_peers.pop(lease.key, None)
         if peer is None and self._other_backends.get(lease.key) != lease.attrs.backend_type:
             self._other_backends[lease.key] = lease.attrs.backend_type
-            log.warning("ignoring peer lease %s: backend type %r, not vxlan", lease.key,
-                        lease.attrs.backend_type)  # fmt: skip
+            log.warning("ignoring peer lease %s: backend type %r, not %s", lease.key,
+                        lease.attrs.backend_type, self.cfg and self.cfg.backend_type)  # fmt: skip
         return peer
 
     def _check_subnets(self, lease: Lease) -> None:
@@ -459,7 +466,9 @@ class Daemon:
                 level = logging.DEBUG
         if not log.isEnabledFor(level):
             return
-        if peer is not None and peer.v4 is not None:
+        if peer is not None and peer.v4 is not None and peer.v4.direct:  # host-gw: no VTEP
+            log.log(level, "peer %s: %s (public IP %s)", change, peer.v4.subnet, peer.v4.public_ip)
+        elif peer is not None and peer.v4 is not None:
             log.log(level, "peer %s: %s (public IP %s, VTEP MAC %s)", change, peer.v4.subnet,
                     peer.v4.public_ip, peer.v4.vtep_mac)  # fmt: skip
         else:
@@ -482,11 +491,9 @@ class Daemon:
                 args=(self._on_snapshot, self._on_put, self._on_delete, self.stop, self.obs.watch),
             )
         if self.device is not None:
+            select, reselect, period = _reconcile_args(self.device, self.opts.resync_period)
             reconciler = Reconciler(
-                self.table,
-                self.device,
-                _select_v4,
-                resync_period=self.opts.resync_period,
+                self.table, self.device, select, resync_period=period, reselect=reselect
             )
             reconciler.on_write = self.obs.write
             reconciler.on_programmed = self.obs.programmed
@@ -622,13 +629,26 @@ class Daemon:
         """Release sockets; the kernel state and subnet.env stay as they are."""
         self.sm.close()
         if self.device is not None:
-            self.device.close()  # closes the shared netlink socket
-        elif self.ipr is not None:
+            self.device.close()  # a VxlanDevice closes the shared netlink socket
+        if not isinstance(self.device, VxlanDevice) and self.ipr is not None:
             self.ipr.close()
 
 
 def _select_v4(peer: VxlanPeer) -> PeerEntry | None:
     return peer.v4
+
+
+def _reconcile_args(
+    device: VxlanDevice | hostgw.HostGwRoutes, resync: float
+) -> tuple[Callable[[VxlanPeer], PeerEntry | None], Callable[[], None] | None, float]:
+    """The reconciler's (select, reselect, full-pass period) for the device: VXLAN with
+    DirectRouting decides per peer (re-evaluated every full pass); host-gw checks its routes at
+    least every 10 s, as flanneld."""
+    if isinstance(device, hostgw.HostGwRoutes):
+        return _select_v4, None, hostgw.resync_period(resync)
+    if device.direct_routing:
+        return (lambda peer: device.select(peer.v4)), device.reselect, resync
+    return _select_v4, None, resync
 
 
 def run(opts: Options) -> int:

@@ -25,7 +25,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 DEFAULT_BACKEND = (
     "vxlan"  # flannel's code says udp; its docs and flanneld-py say vxlan (decisions #10)
 )
-SUPPORTED_BACKENDS = ("vxlan", "alloc")
+SUPPORTED_BACKENDS = ("vxlan", "host-gw", "alloc")
 """Backend types flanneld-py implements; any other `Backend.Type` is refused at start."""
 
 

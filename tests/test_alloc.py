@@ -149,9 +149,9 @@ def test_status_of_an_alloc_node_without_public_ip_is_a_problem() -> None:
 def test_status_names_the_supported_backends_for_another_type() -> None:
     obs = alloc_observed()
     assert obs.config is not None
-    obs.config = NetworkConfig(network=obs.config.network, backend_type="host-gw")
+    obs.config = NetworkConfig(network=obs.config.network, backend_type="udp")
     problems = build_report(obs)["problems"]
-    assert any("supports only vxlan and alloc" in p for p in problems)
+    assert any("supports only vxlan and host-gw and alloc" in p for p in problems)
 
 
 # --- integration ---------------------------------------------------------------------------------

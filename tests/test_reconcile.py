@@ -53,7 +53,8 @@ class FakeDatapath:
 
     def dump(self) -> KernelState:
         self.dumps += 1
-        return KernelState(dict(self.state.neighs), set(self.state.fdb), dict(self.state.routes))
+        s = self.state
+        return KernelState(dict(s.neighs), set(s.fdb), dict(s.routes), dict(s.direct))
 
     def ensure_device(self) -> bool:
         if self.recreate:
@@ -90,10 +91,17 @@ class FakeDatapath:
                 s.fdb.add((op.a, op.b or ""))
             else:
                 s.fdb.discard((op.a, op.b or ""))
-        elif op.action == "replace":
-            s.routes[op.a] = op.b
-        else:
+        elif op.action == "replace":  # the kernel's rule: one route per destination (metric 0)
             s.routes.pop(op.a, None)
+            s.direct.pop(op.a, None)
+            if op.kind == "route":
+                s.routes[op.a] = op.b
+            else:
+                s.direct[op.a] = op.b or ""
+        elif op.kind == "route":
+            s.routes.pop(op.a, None)
+        elif s.direct.get(op.a) == op.b:  # a direct route is deleted by destination and gateway
+            del s.direct[op.a]
 
 
 def reconciler(
@@ -192,6 +200,31 @@ def test_kernel_state_of() -> None:
     assert state.routes == {"10.5.2.0/24": "10.5.2.0", "10.5.3.0/24": "10.5.3.0"}
 
 
+def direct(n: int, public: str | None = None) -> PeerEntry:
+    return PeerEntry.direct_route(f"10.5.{n}.0/24", public or f"192.168.0.{n}")
+
+
+def test_kernel_state_of_direct_peers_has_only_their_routes() -> None:
+    state = KernelState.of([entry(2), direct(3)])
+    assert state == KernelState(
+        {"10.5.2.0": MAC_A},
+        {(MAC_A, "192.168.0.2")},
+        {"10.5.2.0/24": "10.5.2.0"},
+        {"10.5.3.0/24": "192.168.0.3"},
+    )
+
+
+def test_direct_route_with_another_gateway_is_replaced_and_strays_deleted_last() -> None:
+    actual = KernelState(direct={"10.5.3.0/24": "192.168.0.9", "10.5.9.0/24": "192.168.0.9"})
+    assert diff({"k3": direct(3), "k2": entry(2)}, actual) == [
+        Op("direct", "replace", "10.5.3.0/24", "192.168.0.3", "k3"),
+        Op("neigh", "replace", "10.5.2.0", MAC_A, "k2"),
+        Op("fdb", "replace", MAC_A, "192.168.0.2", "k2"),
+        Op("route", "replace", "10.5.2.0/24", "10.5.2.0", "k2"),
+        Op("direct", "delete", "10.5.9.0/24", "192.168.0.9"),
+    ]
+
+
 _peer_sets = st.dictionaries(
     st.integers(1, 12),
     st.tuples(st.sampled_from([MAC_A, MAC_B, MAC_C]), st.integers(1, 4)),
@@ -216,6 +249,33 @@ def test_applying_the_diff_converges(
         actual.routes[f"10.9.{n}.0/24"] = None
         actual.neighs[f"10.9.{n}.0"] = MAC_C
     dp = FakeDatapath(actual)
+    for op in diff(desired, dp.dump()):
+        dp.apply(op)
+    assert dp.state == KernelState.of(desired.values())
+    assert diff(desired, dp.dump()) == []
+
+
+_mixed_sets = st.dictionaries(
+    st.integers(1, 12),
+    st.tuples(st.sampled_from([MAC_A, MAC_B, None]), st.integers(1, 4)),  # None: direct
+    max_size=8,
+)
+
+
+def _mixed(spec: dict[int, tuple[str | None, int]]) -> dict[str, PeerEntry]:
+    return {
+        f"k{n}": direct(n, f"192.168.1.{ip}") if mac is None else entry(n, mac, f"192.168.1.{ip}")
+        for n, (mac, ip) in spec.items()
+    }
+
+
+@settings(max_examples=150, deadline=None)
+@given(_mixed_sets, _mixed_sets)
+def test_applying_the_diff_converges_with_direct_peers(
+    want_spec: dict[int, tuple[str | None, int]], have_spec: dict[int, tuple[str | None, int]]
+) -> None:
+    desired = _mixed(want_spec)
+    dp = FakeDatapath(KernelState.of(_mixed(have_spec).values()))
     for op in diff(desired, dp.dump()):
         dp.apply(op)
     assert dp.state == KernelState.of(desired.values())
@@ -353,6 +413,66 @@ def test_an_fdb_entry_two_leases_share_stays_until_both_are_gone() -> None:
     table.remove("k3")
     r.sync_keys({"k3"})
     assert dp.state == KernelState()
+
+
+def test_a_peer_switching_kinds_incrementally_leaves_nothing_of_the_other_kind() -> None:
+    table: PeerTable[PeerEntry] = PeerTable()
+    table.reset([("k2", entry(2)), ("k3", entry(3))])
+    dp = FakeDatapath()
+    r = reconciler(table, dp)
+    r.full_sync()
+    table.upsert("k2", direct(2))
+    r.sync_keys({"k2"})
+    assert dp.state == KernelState.of([direct(2), entry(3)])
+    # the direct route is written before the overlay entries go (no gap in routing)
+    written = [(op.kind, op.action) for op in dp.log[-4:]]
+    assert written == [("direct", "replace"), ("route", "delete"), ("fdb", "delete"),
+                       ("neigh", "delete")]  # fmt: skip
+    table.upsert("k2", entry(2))
+    r.sync_keys({"k2"})
+    assert dp.state == KernelState.of([entry(2), entry(3)])
+    assert r.full_sync().ops == 0
+
+
+def test_a_direct_peer_does_not_hold_an_fdb_entry_another_peer_shares() -> None:
+    """A node's two leases, one reached directly: the FDB entry is the overlay lease's only."""
+    table: PeerTable[PeerEntry] = PeerTable()
+    shared = "192.168.0.9"
+    table.reset([("k2", entry(2, public=shared)), ("k3", direct(3, public=shared))])
+    dp = FakeDatapath()
+    r = reconciler(table, dp)
+    r.full_sync()
+    assert dp.state == KernelState.of([entry(2, public=shared), direct(3, public=shared)])
+    table.remove("k2")
+    r.sync_keys({"k2"})
+    assert dp.state == KernelState.of([direct(3, public=shared)])
+    table.remove("k3")
+    r.sync_keys({"k3"})
+    assert dp.state == KernelState()
+
+
+def test_reselect_makes_every_full_pass_select_again() -> None:
+    table: PeerTable[PeerEntry] = PeerTable()
+    table.reset([("k2", entry(2))])
+    dp = FakeDatapath()
+    calls: list[str] = []
+    direct_now = {"on": False}
+
+    def select(record: PeerEntry) -> PeerEntry:
+        calls.append(record.subnet)
+        return direct(2) if direct_now["on"] else record
+
+    reselects: list[int] = []
+    r = Reconciler(table, dp, select, backoff=0, reselect=lambda: reselects.append(1))
+    r.full_sync()
+    direct_now["on"] = True
+    r.full_sync()
+    assert (len(calls), len(reselects)) == (2, 2)
+    assert dp.state == KernelState.of([direct(2)])
+    plain = Reconciler(table, FakeDatapath(), select, backoff=0)
+    plain.full_sync()
+    plain.full_sync()
+    assert len(calls) == 3  # without reselect an unchanged table is not selected again
 
 
 def test_an_incremental_pass_costs_the_same_at_any_table_size() -> None:

@@ -1,0 +1,310 @@
+"""VXLAN DirectRouting: peers on this node's own networks get a plain route, the others the overlay.
+
+In the testbed, nodes 1 and 2 share the underlay network 198.18.0.0/24; node 3 sits on
+198.18.1.0/24 behind a router namespace, so the route lookup for its public IP on node 1 goes
+through a gateway. Node 1 must program node 2 with the route `<subnet> via 198.18.0.2 dev eth0`
+only (no neighbour, FDB or onlink route on flannel.1), node 3 with the overlay trio, pods must
+reach each other, and a peer whose reachability changes must switch kinds, leaving nothing of
+the other kind behind.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import pytest
+
+from backend.reconcile import KernelState, Op, PeerEntry, Reconciler, diff
+from backend.vxlan import VxlanDevice, parse_vxlan_config
+from subnet.peers import PeerTable
+from tests.testbed import UNDERLAY_GW, Node, Testbed, inside, sh, wait_for
+
+DR_NETWORK = '{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "DirectRouting": true}}'
+MAC = "0e:00:00:00:00:02"
+
+
+# --- pure parts -----------------------------------------------------------------------------------
+
+
+def overlay(n: int) -> PeerEntry:
+    return PeerEntry(f"10.244.{n}.0/24", f"10.244.{n}.0", MAC, f"198.18.0.{n}")
+
+
+def direct(n: int) -> PeerEntry:
+    return PeerEntry(f"10.244.{n}.0/24", f"10.244.{n}.0", MAC, f"198.18.0.{n}", True)
+
+
+def test_a_direct_peer_needs_only_its_route() -> None:
+    assert KernelState.of([direct(2)]) == KernelState(direct={"10.244.2.0/24": "198.18.0.2"})
+    assert diff({"k": direct(2)}, KernelState()) == [
+        Op("direct", "replace", "10.244.2.0/24", "198.18.0.2", "k")
+    ]
+
+
+def test_switching_to_direct_removes_the_overlay_entries_after_the_route() -> None:
+    ops = diff({"k": direct(2)}, KernelState.of([overlay(2)]))
+    assert ops == [
+        Op("direct", "replace", "10.244.2.0/24", "198.18.0.2", "k"),
+        Op("route", "delete", "10.244.2.0/24", "10.244.2.0"),
+        Op("fdb", "delete", MAC, "198.18.0.2"),
+        Op("neigh", "delete", "10.244.2.0", MAC),
+    ]
+
+
+def test_switching_to_the_overlay_removes_the_direct_route() -> None:
+    ops = diff({"k": overlay(2)}, KernelState.of([direct(2)]))
+    assert ops == [
+        Op("neigh", "replace", "10.244.2.0", MAC, "k"),
+        Op("fdb", "replace", MAC, "198.18.0.2", "k"),
+        Op("route", "replace", "10.244.2.0/24", "10.244.2.0", "k"),
+        Op("direct", "delete", "10.244.2.0/24", "198.18.0.2"),
+    ]
+
+
+class Fake:
+    """A datapath holding overlay entries and direct routes, with the kernel's replace rule:
+    a route replace takes the place of the route of the same destination of either kind."""
+
+    def __init__(self) -> None:
+        self.state = KernelState()
+        self.ops: list[Op] = []
+
+    def dump(self) -> KernelState:
+        s = self.state
+        return KernelState(dict(s.neighs), set(s.fdb), dict(s.routes), dict(s.direct))
+
+    def ensure_device(self) -> bool:
+        return False
+
+    def apply_many(self, ops: Sequence[Op]) -> list[str | None]:
+        s = self.state
+        for op in ops:
+            self.ops.append(op)
+            replace = op.action == "replace"
+            if op.kind == "neigh":
+                s.neighs.update({op.a: op.b or ""}) if replace else s.neighs.pop(op.a, None)
+            elif op.kind == "fdb":
+                s.fdb.add((op.a, op.b or "")) if replace else s.fdb.discard((op.a, op.b or ""))
+            elif replace:
+                s.routes.pop(op.a, None), s.direct.pop(op.a, None)
+                if op.kind == "route":
+                    s.routes[op.a] = op.b
+                else:
+                    s.direct[op.a] = op.b or ""
+            elif op.kind == "route":
+                s.routes.pop(op.a, None)
+            elif s.direct.get(op.a) == op.b:
+                s.direct.pop(op.a)
+        return [None] * len(ops)
+
+
+def test_the_decision_is_made_again_in_full_passes_only() -> None:
+    reachable = {"198.18.0.2": True}
+    lookups: list[str] = []
+
+    def select(peer: PeerEntry) -> PeerEntry:
+        lookups.append(peer.public_ip)
+        return direct(2) if reachable[peer.public_ip] else peer
+
+    table: PeerTable[PeerEntry] = PeerTable()
+    table.reset([("k", overlay(2))])
+    dp = Fake()
+    r = Reconciler(table, dp, select, backoff=0, reselect=lambda: None)
+    r.full_sync()
+    assert dp.state == KernelState.of([direct(2)])
+    reachable["198.18.0.2"] = False
+    r.full_sync()  # the table did not change, the reachability did: reselected
+    assert dp.state == KernelState.of([overlay(2)])
+    assert lookups == ["198.18.0.2", "198.18.0.2"]
+    reachable["198.18.0.2"] = True
+    r.full_sync()
+    assert dp.state == KernelState.of([direct(2)])
+    # the peer leaves: its direct route goes, as the references say nothing else needs removing
+    table.remove("k")
+    r.sync_keys({"k"})
+    assert dp.state == KernelState()
+
+
+def test_device_select_looks_up_once_per_public_ip_until_reselect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str] = []
+
+    def reachable(self: VxlanDevice, ip: str) -> bool:
+        calls.append(ip)
+        return ip == "198.18.0.2"
+
+    monkeypatch.setattr(VxlanDevice, "directly_reachable", reachable)
+    dev = VxlanDevice(parse_vxlan_config({"DirectRouting": True}), 4, "198.18.0.1", 2, 1500,
+                      ipr=object())  # fmt: skip
+    assert dev.select(overlay(2)) == direct(2)
+    assert dev.select(overlay(3)) == overlay(3)
+    assert dev.select(overlay(2)) == direct(2)
+    assert calls == ["198.18.0.2", "198.18.0.3"]
+    dev.reselect()
+    assert dev.select(overlay(2)) == direct(2)
+    assert calls == ["198.18.0.2", "198.18.0.3", "198.18.0.2"]
+    plain = VxlanDevice(parse_vxlan_config({}), 4, "198.18.0.1", 2, 1500, ipr=object())
+    assert plain.select(overlay(2)) == overlay(2)
+    assert calls == ["198.18.0.2", "198.18.0.3", "198.18.0.2"]
+
+
+# --- in the testbed -------------------------------------------------------------------------------
+
+ROUTER_UNDERLAY, ROUTER_FAR = "198.18.0.253", "198.18.1.254"
+
+
+def add_router(tb: Testbed) -> str:
+    """A router namespace on the underlay bridge, 198.18.0.253 and 198.18.1.254 on one link,
+    forwarding between the two networks; returns its namespace name. Deleted with the testbed's
+    namespaces (its name carries the testbed's prefix)."""
+    ns = f"{tb.prefix}rt"
+    host_if = f"v{os.getpid() % 100000}rt"
+    sh(["ip", "netns", "add", ns])
+    sh(["ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns])
+    sh(["ip", "link", "set", host_if, "master", "br0", "up"])
+    for cmd in (
+        ["ip", "link", "set", "lo", "up"],
+        ["ip", "link", "set", "eth0", "up"],
+        ["ip", "addr", "add", f"{ROUTER_UNDERLAY}/24", "dev", "eth0"],
+        ["ip", "addr", "add", f"{ROUTER_FAR}/24", "dev", "eth0"],
+        ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],
+        ["sysctl", "-q", "-w", "net.ipv4.conf.all.send_redirects=0"],
+        ["sysctl", "-q", "-w", "net.ipv4.conf.eth0.send_redirects=0"],
+    ):
+        sh(["ip", "netns", "exec", ns, *cmd])
+    # the underlay gateway (this test's namespace, where etcd listens) answers the far network
+    # through the router; the route goes with br0 when the testbed is cleaned up
+    sh(["ip", "route", "add", "198.18.1.0/24", "via", ROUTER_UNDERLAY, "dev", "br0"])
+    return ns
+
+
+def move_behind_router(tb: Testbed, node: Node) -> None:
+    """Renumber a node (before its daemon starts) to 198.18.1.<i>, reached through the router."""
+    old, new = node.address, f"198.18.1.{node.index}"
+    tb.node_sh(node, "ip", "addr", "del", f"{old}/24", "dev", "eth0")
+    tb.node_sh(node, "ip", "addr", "add", f"{new}/24", "dev", "eth0")
+    tb.node_sh(node, "ip", "route", "replace", "default", "via", ROUTER_FAR)
+    node.address = new
+
+
+def direct_routes(tb: Testbed, node: Node) -> list[str]:
+    """The node's `ip route` lines to pod subnets that are not on flannel.1 and not cni0's."""
+    out = tb.node_sh(node, "ip", "route", "show").stdout
+    return sorted(
+        line.strip()
+        for line in out.splitlines()
+        if line.startswith("10.244.") and " via " in line and "flannel.1" not in line
+    )
+
+
+def overlay_of(tb: Testbed, node: Node, peer: Node) -> tuple[bool, bool, bool]:
+    """Whether `node` has the neighbour, FDB entry and flannel.1 route for `peer`."""
+    subnet = tb.subnet_of(peer)
+    mac = tb.vtep_mac(peer)
+    return (
+        tb.neighbours(node).get(subnet.split("/")[0]) == mac,
+        (mac, peer.address) in tb.fdb(node),
+        subnet in tb.routes(node),
+    )
+
+
+@pytest.mark.kernel
+def test_route_lookup_tells_on_link_from_gateway_and_unreachable(testbed: Testbed) -> None:
+    from backend.nlbulk import BulkSocket
+
+    node = testbed.add_node()  # eth0 198.18.0.1/24, default via 198.18.0.254
+    testbed.node_sh(node, "ip", "route", "add", "blackhole", "203.0.113.0/24")
+    testbed.node_sh(node, "ip", "route", "del", "default")
+    testbed.node_sh(node, "ip", "route", "add", "198.51.100.0/24", "via", UNDERLAY_GW)
+    with inside(node.netns):
+        bulk = BulkSocket()
+    try:
+        assert bulk.lookup_route("198.18.0.2") == ""  # on the node's network: direct
+        assert bulk.lookup_route("198.51.100.7") == UNDERLAY_GW  # through a router
+        assert bulk.lookup_route("203.0.113.7") is None  # blackhole
+        assert bulk.lookup_route("172.31.0.1") is None  # no route at all
+    finally:
+        bulk.close()
+
+
+@pytest.mark.kernel
+@pytest.mark.etcd
+def test_direct_routing_on_one_l2_network_and_overlay_through_a_router(testbed: Testbed) -> None:
+    testbed.put_config(DR_NETWORK)
+    add_router(testbed)
+    n1, n2, n3 = (testbed.add_node() for _ in range(3))
+    move_behind_router(testbed, n3)
+    for node in (n1, n2):
+        testbed.node_sh(node, "ip", "route", "add", "198.18.1.0/24", "via", ROUTER_UNDERLAY)
+    for node in (n1, n2, n3):
+        testbed.start_daemon(node, "--resync-period=2")
+    for node in (n1, n2, n3):
+        testbed.wait_subnet(node)
+    s1, s2, s3 = (testbed.subnet_of(n) for n in (n1, n2, n3))
+    # n1 and n2 reach each other directly: one route each, nothing on flannel.1
+    wait_for("n1's direct route to n2",
+             lambda: direct_routes(testbed, n1) == [f"{s2} via 198.18.0.2 dev eth0"])  # fmt: skip
+    wait_for("n2's direct route to n1",
+             lambda: direct_routes(testbed, n2) == [f"{s1} via 198.18.0.1 dev eth0"])  # fmt: skip
+    # n3 is behind the router: the overlay, both ways
+    for node, peer in ((n1, n3), (n2, n3), (n3, n1), (n3, n2)):
+        wait_for(f"{node.name}'s overlay entries for {peer.name}",
+                 lambda node=node, peer=peer: overlay_of(testbed, node, peer) == (True, True, True))  # type: ignore[misc]  # fmt: skip
+    assert overlay_of(testbed, n1, n2) == (False, False, False)
+    assert overlay_of(testbed, n2, n1) == (False, False, False)
+    assert s2 not in testbed.routes(n1) and s1 not in testbed.routes(n2)
+    assert testbed.routes(n1) == {s3} and testbed.routes(n3) == {s1, s2}
+    assert direct_routes(testbed, n3) == []
+    assert "not implemented" not in n1.log()
+    pods = [testbed.add_pod(node) for node in (n1, n2, n3)]
+    assert testbed.cross_node_ping_failures(pods) == []
+
+    # n1 gets an address on n3's network (the same bridge) instead of its route through the
+    # router: n3 becomes directly reachable, and the next full pass switches it to a direct
+    # route, removing its overlay entries
+    testbed.node_sh(n1, "ip", "route", "del", "198.18.1.0/24", "via", ROUTER_UNDERLAY)
+    testbed.node_sh(n1, "ip", "addr", "add", "198.18.1.201/24", "dev", "eth0")
+    want = sorted([f"{s2} via 198.18.0.2 dev eth0", f"{s3} via 198.18.1.3 dev eth0"])
+    wait_for("n1's direct route to n3", lambda: direct_routes(testbed, n1) == want, timeout=20)
+    wait_for("n3's overlay entries gone from n1",
+             lambda: overlay_of(testbed, n1, n3) == (False, False, False))  # fmt: skip
+    assert testbed.routes(n1) == set()
+    assert "peer public IP 198.18.1.3 is directly reachable" in n1.log()
+    assert testbed.ping(pods[0], pods[2].ip, count=3)
+    # and back: the address goes, n3 is behind the router again
+    testbed.node_sh(n1, "ip", "addr", "del", "198.18.1.201/24", "dev", "eth0")
+    testbed.node_sh(n1, "ip", "route", "add", "198.18.1.0/24", "via", ROUTER_UNDERLAY)
+    wait_for("n3's overlay entries back on n1",
+             lambda: overlay_of(testbed, n1, n3) == (True, True, True), timeout=20)  # fmt: skip
+    wait_for("n1's direct route to n3 gone",
+             lambda: direct_routes(testbed, n1) == [f"{s2} via 198.18.0.2 dev eth0"])  # fmt: skip
+    assert testbed.ping(pods[0], pods[2].ip, count=3)
+
+
+@pytest.mark.kernel
+@pytest.mark.etcd
+def test_direct_routes_are_repaired_and_departed_peers_removed(testbed: Testbed) -> None:
+    testbed.put_config(DR_NETWORK)
+    n1, n2 = (testbed.add_node() for _ in range(2))
+    for node in (n1, n2):
+        testbed.start_daemon(node, "--resync-period=2")
+    for node in (n1, n2):
+        testbed.wait_subnet(node)
+    s2 = testbed.subnet_of(n2)
+    want = [f"{s2} via 198.18.0.2 dev eth0"]
+    wait_for("n1's direct route", lambda: direct_routes(testbed, n1) == want)
+    # a route of another protocol inside the cluster network is not ours: it stays
+    testbed.node_sh(n1, "ip", "route", "add", "10.244.250.0/24", "via", "198.18.0.250",
+                    "proto", "static")  # fmt: skip
+    testbed.node_sh(n1, "ip", "route", "del", s2)
+    wait_for("the direct route back", lambda: want[0] in direct_routes(testbed, n1), timeout=15)
+    # a departed peer's direct route goes
+    key = s2.replace("/", "-")
+    testbed.stop_daemon(n2)
+    testbed.client.delete(f"{testbed.etcd_prefix}/subnets/{key}")
+    wait_for(
+        "the departed peer's route gone", lambda: s2 not in " ".join(direct_routes(testbed, n1))
+    )
+    assert direct_routes(testbed, n1) == ["10.244.250.0/24 via 198.18.0.250 dev eth0 proto static"]

@@ -190,15 +190,17 @@ class Daemon:
         stored_ips = self._retry("read this node's stored public IPs", self.sm.stored_public_ips)
         if stored_ips is None:
             return False
-        stored_ip = stored_ips[0]
-        if stored_ip:
-            log.info("using public IP %s from the node's node-public-ip annotation", stored_ip)
+        for stored, name in zip(stored_ips, ("node-public-ip", "node-public-ipv6"), strict=True):
+            if stored:
+                log.info("using public IP %s from the node's %s annotation", stored, name)
         ext = select_interface(
             self.opts.iface,
-            stored_ip or self.opts.public_ip,
+            stored_ips[0] or self.opts.public_ip,
             ipr=self.ipr,
             regexes=self.opts.iface_regex,
             can_reach=self.opts.iface_can_reach,
+            public_ipv6=stored_ips[1] or self.opts.public_ipv6,
+            families=cfg.families,
         )
         log.info(
             "using interface %s (index %d, MTU %d), address %s, public IP %s",

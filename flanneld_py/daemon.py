@@ -25,6 +25,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from backend import alloc
@@ -42,14 +43,14 @@ from backend.vxlan import (
 )
 from flanneld_py.cli import FLAGS, Options
 from flanneld_py.health import HealthServer
-from flanneld_py.iface import InterfaceError, select_interface
+from flanneld_py.iface import ExternalInterface, InterfaceError, select_interface
 from flanneld_py.memory import release_free_memory
 from flanneld_py.observe import Observer
 from flanneld_py.state import ErrorRecorder
 from subnet.allocate import OutOfSubnets, fits
 from subnet.config import SUPPORTED_BACKENDS, ConfigError, NetworkConfig
 from subnet.errors import ConfigNotFound, DatastoreUnavailable, KubeError, SubnetContention
-from subnet.lease import Lease, LeaseAttrs
+from subnet.lease import UNSET_IPV4, Lease, LeaseAttrs
 from subnet.manager import SubnetManager
 from subnet.peers import PeerTable
 from subnet.subnetenv import SubnetEnv, previous_cidr, read_env_file, write_subnet_env
@@ -61,6 +62,53 @@ _KEY_STATES = {(a, b): (a, b) for a in (False, True) for b in (False, True)}  # 
 T = TypeVar("T")
 __all__ = ["SUPPORTED_BACKENDS", "Daemon", "run"]
 RENEW_RETRY = 60.0  # seconds between failed renewals (flannel's value)
+# subnet.env keys of each family's network and subnet (flannel `pkg/subnet` WriteSubnetFile)
+ENV_KEYS = {4: ("FLANNEL_NETWORK", "FLANNEL_SUBNET"), 6: ("FLANNEL_IPV6_NETWORK",
+                                                          "FLANNEL_IPV6_SUBNET")}  # fmt: skip
+
+
+def subnet_of(lease: Lease, version: int) -> Any:
+    """A lease's subnet of IP `version` (4 or 6), or None."""
+    return lease.subnet if version == 4 else lease.ipv6_subnet
+
+
+def same_subnets(lease: Lease, own: Lease, families: tuple[int, ...]) -> bool:
+    """True when `lease` has this node's `own` subnet in every enabled family: how flannel
+    recognises its own lease among the peers' (flannel `pkg/lease` LeaseWatcher: IPv4 only
+    compares the IPv4 subnet, IPv6 only the IPv6 one, dual stack both)."""
+    return all(
+        subnet_of(lease, v) is not None and subnet_of(lease, v) == subnet_of(own, v)
+        for v in families
+    )
+
+
+def missing_part(lease: Lease, version: int) -> str:
+    """Why a vxlan peer lease has no usable part of IP `version` ("" when it has one)."""
+    if version == 4:
+        return "" if lease.subnet is not None else "no IPv4 subnet"
+    if lease.ipv6_subnet is None:
+        return "no IPv6 subnet"
+    if lease.attrs.public_ipv6 is None:
+        return "no PublicIPv6"
+    if not isinstance(lease.attrs.backend_v6_data, dict):
+        return "no BackendV6Data"
+    return ""
+
+
+def select_entry(version: int) -> Callable[[VxlanPeer], PeerEntry | None]:
+    """The `Reconciler.select` of the device of IP `version`: the peer's entry of that family."""
+    return _select_v4 if version == 4 else _select_v6
+
+
+@dataclass
+class Overlay:
+    """One address family's datapath: its device (`flannel.<VNI>` or `flannel-v6.<VNI>`) and
+    the peer table its reconciler reads. Every table holds the same records: each reconciler
+    takes its own dirty keys, and `select_entry` picks its family's entry."""
+
+    version: int
+    device: VxlanDevice
+    table: PeerTable[VxlanPeer]
 
 
 def make_subnet_manager(
@@ -145,10 +193,15 @@ class Daemon:
         self.lease_lost = threading.Event()
         self.renew_now = threading.Event()  # our lease value was overwritten: re-put it
         self.cfg: NetworkConfig | None = None
-        self.device: VxlanDevice | None = None  # None with the alloc backend
+        self.overlays: list[Overlay] = []  # one per enabled family; none with alloc
         self.programs_peers = True  # False with the alloc backend: peers are not even tracked
         self.mtu = 0  # FLANNEL_MTU without a device (alloc): the external interface's MTU
         self._bad_peers: dict[str, str] = {}  # peer key -> problem last logged
+        self._partial_peers: dict[str, str] = {}  # peer key -> missing family part last logged
+        self._peer_families: dict[str, tuple[bool, bool]] = {}  # key -> (has IPv4, has IPv6)
+        self._family_counts = [0, 0]  # peers with an IPv4 entry, with an IPv6 entry
+        self._reconcilers: list[Reconciler[VxlanPeer]] = []
+        self._synced_families: set[int] = set()  # devices that had their first full pass
         self._other_backends: dict[str, str] = {}  # peer key -> backend type last logged
         self._foreign_own: dict[str, Lease] = {}  # another node's put on our own key
 
@@ -177,8 +230,10 @@ class Daemon:
                 "without programming a datapath)",
             )
         self.obs.backend(cfg.backend_type)
-        if not cfg.enable_ipv4 or cfg.enable_ipv6:
-            raise ConfigError("EnableIPv6", "flanneld-py supports IPv4-only networks so far")
+        if not cfg.families:  # kube mode: net-conf.json is parsed, not checked
+            raise ConfigError(
+                "EnableIPv4", "EnableIPv4 and EnableIPv6 are both false; enable at least one"
+            )
         self.programs_peers = cfg.backend_type != alloc.BACKEND_TYPE
         vx = parse_vxlan_config(cfg.backend) if self.programs_peers else None
         if vx is not None and vx.direct_routing:
@@ -202,41 +257,61 @@ class Daemon:
             public_ipv6=stored_ips[1] or self.opts.public_ipv6,
             families=cfg.families,
         )
-        log.info(
-            "using interface %s (index %d, MTU %d), address %s, public IP %s",
-            ext.name,
-            ext.index,
-            ext.mtu,
-            ext.iface_addr,
-            ext.ext_addr,
-        )
+        for version in cfg.families:
+            log.info("using interface %s (index %d, MTU %d), IPv%d address %s, public IP %s",
+                     ext.name, ext.index, ext.mtu, version,
+                     ext.iface_addr if version == 4 else ext.iface_v6_addr,
+                     ext.ext(version))  # fmt: skip
+        if 4 not in cfg.families and (stored_ips[0] or self.opts.public_ip):
+            log.warning("--public-ip is ignored: the network is IPv6-only (EnableIPv4 false)")
         if vx is None:
             log.info("backend alloc: leasing a subnet only (no device, no peers)")
             self.mtu = alloc.pod_mtu(ext.mtu)
-            attrs = alloc.lease_attrs(ext.ext_addr)
+            attrs = alloc.lease_attrs(ext.ext_addr or UNSET_IPV4)
         else:
             macs = self._retry("read this node's stored VTEP MACs", self.sm.stored_macs)
             if macs is None:
                 return False
-            self.device = VxlanDevice(vx, 4, ext.ext_addr, ext.index, ext.mtu, macs[0], self.ipr)
-            self.device.ensure_device()
+            for version in cfg.families:
+                self._add_overlay(vx, version, ext, macs[0 if version == 4 else 1])
+            data = {o.version: backend_data(vx.vni, o.device.mac) for o in self.overlays}
             attrs = LeaseAttrs(
-                public_ip=ipaddress.IPv4Address(ext.ext_addr),
+                public_ip=ipaddress.IPv4Address(ext.ext_addr or UNSET_IPV4),
+                public_ipv6=ipaddress.IPv6Address(ext.ext_v6_addr) if ext.ext_v6_addr else None,
                 backend_type="vxlan",
-                backend_data=backend_data(vx.vni, self.device.mac),
+                backend_data=data.get(4),
+                backend_v6_data=data.get(6),
             )
         lease = self._acquire(cfg, attrs)
         if lease is None:
             return False
         self._use_lease(lease)
-        if self.device is None:
+        if not self.overlays:
             self.obs.no_datapath()
         return True
 
+    def _add_overlay(self, vx: Any, version: int, ext: ExternalInterface, mac: str | None) -> None:
+        """Create (or adopt) the device of IP `version` on the external interface. The first
+        device shares the daemon's netlink socket and its peer table; a second (dual stack)
+        gets its own socket, since its reconciler runs in a thread of its own, and a mirror
+        table."""
+        first = not self.overlays
+        device = VxlanDevice(vx, version, ext.ext(version), ext.index, ext.mtu, mac,
+                             self.ipr if first else None)  # fmt: skip
+        device.ensure_device()
+        self.overlays.append(Overlay(version, device, self.table if first else PeerTable()))
+
+    @property
+    def tables(self) -> list[PeerTable[VxlanPeer]]:
+        """The peer tables to update: one per device."""
+        return [o.table for o in self.overlays] or [self.table]
+
     @property
     def pod_mtu(self) -> int:
-        """FLANNEL_MTU, bytes: the device's MTU (vxlan), else the external interface's (alloc)."""
-        return self.device.mtu if self.device is not None else self.mtu
+        """FLANNEL_MTU, bytes: the smallest device MTU (vxlan; in dual stack the IPv6 device's,
+        whose underlay overhead is larger, so pods' packets fit both; decisions #6), else the
+        external interface's (alloc)."""
+        return min((o.device.mtu for o in self.overlays), default=self.mtu)
 
     def _retry(self, what: str, call: Callable[[], T]) -> T | None:
         """`call()`, retried with backoff (1 s doubling to 30 s) while the datastore is
@@ -267,38 +342,53 @@ class Daemon:
         return None
 
     def _use_lease(self, lease: Lease) -> None:
-        """Make `lease` this node's: device address, subnet.env, peer filter."""
-        assert self.cfg is not None and lease.subnet is not None
+        """Make `lease` this node's: device addresses, subnet.env, peer filter.
+
+        Raises ValueError when the lease lacks a subnet of an enabled family."""
+        cfg = self.cfg
+        assert cfg is not None
+        for version in cfg.families:
+            if subnet_of(lease, version) is None:
+                raise ValueError(f"IPv{version} is enabled but the lease {lease.key} has no "
+                                 f"IPv{version} subnet")  # fmt: skip
         old = self.lease
         self.lease = lease
         self.obs.lease(lease.subnet, lease.ipv6_subnet, lease.attrs.public_ip, lease.expiration,
                        lease.key)  # fmt: skip
-        if self.device is not None:
-            self.device.set_address(str(lease.subnet.network_address), str(self.cfg.network))
-        env = SubnetEnv(self.cfg.network, lease.subnet, None, None, self.pod_mtu, self.opts.ip_masq)
+        for o in self.overlays:
+            network = cfg.family(o.version).network
+            o.device.set_address(str(subnet_of(lease, o.version).network_address), str(network))
+        env = SubnetEnv(
+            cfg.network if 4 in cfg.families else None,
+            lease.subnet,
+            cfg.ipv6_network if 6 in cfg.families else None,
+            lease.ipv6_subnet,
+            self.pod_mtu,
+            self.opts.ip_masq,
+        )
         try:
             write_subnet_env(self.opts.subnet_file, env)
             self.obs.subnet_env()
-            log.info(
-                "wrote %s: FLANNEL_SUBNET=%s FLANNEL_MTU=%d",
-                self.opts.subnet_file,
-                f"{lease.subnet.network_address + 1}/{lease.subnet.prefixlen}",
-                self.pod_mtu,
-            )
+            log.info("wrote %s: %s", self.opts.subnet_file,
+                     " ".join(env.render().split("\n")).strip())  # fmt: skip
         except OSError as err:
             log.error("could not write %s: %s", self.opts.subnet_file, err)
-        before = (
-            old.subnet if old is not None else previous_cidr(self.previous, "FLANNEL_SUBNET", 4)
-        )
-        if before is not None and before != lease.subnet:
-            log.warning(
-                "this node's subnet changed from %s to %s (the old one is gone or leased by "
-                "another node); pods started before keep addresses of the old subnet until they "
-                "are recreated",
-                before,
-                lease.subnet,
+        for version in cfg.families:
+            now = subnet_of(lease, version)
+            before = (
+                subnet_of(old, version)
+                if old is not None
+                else previous_cidr(self.previous, ENV_KEYS[version][1], version)
             )
-        if self.table.remove(lease.key):
+            if before is not None and before != now:
+                log.warning(
+                    "this node's subnet changed from %s to %s (the old one is gone or leased by "
+                    "another node); pods started before keep addresses of the old subnet until "
+                    "they are recreated",
+                    before,
+                    now,
+                )
+        if self._remove_peer(lease.key):
             log.info("dropped %s from the peer table: it is now this node's lease", lease.key)
         if old is not None and old.key != lease.key and old.key in self._foreign_own:
             # another node took our old subnet while it was still ours: it is a peer now
@@ -310,9 +400,11 @@ class Daemon:
         self.obs.invalid()
 
     def _is_own(self, key: str, lease: Lease) -> bool:
-        own = self.lease
-        return own is not None and (
-            key == self.sm.own_key(own) or (lease.subnet is not None and lease.subnet == own.subnet)
+        own, cfg = self.lease, self.cfg
+        return (
+            own is not None
+            and cfg is not None
+            and (key == self.sm.own_key(own) or same_subnets(lease, own, cfg.families))
         )
 
     def _peer(self, lease: Lease) -> VxlanPeer | None:
@@ -335,11 +427,32 @@ class Daemon:
             self._other_backends[lease.key] = lease.attrs.backend_type
             log.warning("ignoring peer lease %s: backend type %r, not vxlan", lease.key,
                         lease.attrs.backend_type)  # fmt: skip
+        if peer is not None:
+            self._note_partial(lease)
         return peer
 
+    def _note_partial(self, lease: Lease) -> None:
+        """Log once per peer and problem when a vxlan peer lacks the part of an enabled family
+        (a dual-stack network with an IPv4-only node): it is reached over the families it has."""
+        assert self.cfg is not None
+        missing = {v: missing_part(lease, v) for v in self.cfg.families}
+        problem = "; ".join(f"IPv{v}: {why}" for v, why in missing.items() if why)
+        if not problem:
+            self._partial_peers.pop(lease.key, None)
+        elif self._partial_peers.get(lease.key) != problem:
+            self._partial_peers[lease.key] = problem
+            usable = [f"IPv{v}" for v, why in missing.items() if not why]
+            log.warning("peer lease %s has %s; %s", lease.key, problem,
+                        f"reachable over {' and '.join(usable)} only" if usable
+                        else "it cannot be reached")  # fmt: skip
+
     def _check_subnets(self, lease: Lease) -> None:
-        check_peer_subnet(lease, self.cfg.network if self.cfg else None,
-                          self.lease.subnet if self.lease else None)  # fmt: skip
+        cfg, own = self.cfg, self.lease
+        if cfg is None:
+            return
+        for version in cfg.families:
+            check_peer_subnet(lease, cfg.family(version).network,
+                              subnet_of(own, version) if own else None, version)  # fmt: skip
 
     def _on_snapshot(self, items: list[tuple[str, Lease]]) -> None:
         own = self.lease
@@ -372,7 +485,8 @@ class Daemon:
                 records.append((key, peer))
         self._snapshot_budget, self._snapshot_quiet = SNAPSHOT_PEER_LOGS, 0
         try:
-            self.table.reset(records)
+            for table in self.tables:
+                table.reset(records)
         finally:
             self._snapshot_budget = None
         if self._snapshot_quiet:
@@ -401,9 +515,10 @@ class Daemon:
         except PeerFormatError:
             return  # keep the peer's last good state (decisions #2)
         if peer is None:
-            self.table.remove(key)  # the peer switched to another backend
+            self._remove_peer(key)  # the peer switched to another backend
         else:
-            self.table.upsert(key, peer)
+            for table in self.tables:
+                table.upsert(key, peer)
 
     def _on_delete(self, key: str) -> None:
         self._track_key(key, None)
@@ -414,14 +529,25 @@ class Daemon:
                 log.warning("this node's lease %s was deleted or expired", own.key)
                 self.lease_lost.set()
             return
-        self.table.remove(key)
+        self._remove_peer(key)
+
+    def _remove_peer(self, key: str) -> bool:
+        """Drop a peer from every table; False when it was not known."""
+        removed = [table.remove(key) for table in self.tables]
+        return removed[0]
 
     def _count_subnets(self) -> None:
-        """flannel_network_subnets: how full the network is (etcd mode)."""
+        """flannel_network_subnets: how full the network is (etcd mode), in the first enabled
+        family (IPv4 unless the network is IPv6-only)."""
         cfg = self.cfg
-        if not self.sm.renews or cfg is None or cfg.subnet_min is None or cfg.subnet_max is None:
+        if not self.sm.renews or cfg is None or not cfg.families:
             return
-        capacity = ((int(cfg.subnet_max) - int(cfg.subnet_min)) >> (32 - cfg.subnet_len)) + 1
+        version = cfg.families[0]
+        fam = cfg.family(version)
+        if fam.subnet_min is None or fam.subnet_max is None:
+            return
+        bits = (32 if version == 4 else 128) - fam.subnet_len
+        capacity = ((int(fam.subnet_max) - int(fam.subnet_min)) >> bits) + 1
         counts = self._subnet_counts
         self.obs.metrics.count_subnets(capacity, counts[(True, False)], counts[(True, True)])
 
@@ -432,8 +558,10 @@ class Daemon:
             old = self.subnet_keys.pop(key, None)
             if old is not None:
                 self._subnet_counts[old] -= 1
-            if lease is not None and self.cfg is not None:
-                state = _KEY_STATES[(fits(self.cfg, 4, lease.subnet), lease.lease_id == 0)]
+            if lease is not None and self.cfg is not None and self.cfg.families:
+                version = self.cfg.families[0]
+                in_range = fits(self.cfg, version, subnet_of(lease, version))
+                state = _KEY_STATES[(in_range, lease.lease_id == 0)]
                 self.subnet_keys[key] = state
                 self._subnet_counts[state] += 1
             if count:
@@ -441,7 +569,15 @@ class Daemon:
 
     def _peer_changed(self, key: str, change: str, peer: VxlanPeer | None) -> None:
         self.obs.peer_event(change)
-        self.obs.peers(len(self.table), 0)  # O(1) per event: IPv4-only so far
+        counts = self._family_counts  # O(1) per event: kept up to date rather than recounted
+        for i, had in enumerate(self._peer_families.pop(key, (False, False))):
+            counts[i] -= had
+        if peer is not None:
+            has = _KEY_STATES[(peer.v4 is not None, peer.v6 is not None)]  # shared tuples
+            self._peer_families[key] = has
+            for i, present in enumerate(has):
+                counts[i] += present
+        self.obs.peers(counts[0], counts[1])
         self._log_peer(key, change, peer)
 
     def _log_peer(self, key: str, change: str, peer: VxlanPeer | None) -> None:
@@ -456,10 +592,11 @@ class Daemon:
                 level = logging.DEBUG
         if not log.isEnabledFor(level):
             return
-        if peer is not None and peer.v4 is not None:
-            log.log(level, "peer %s: %s (public IP %s, VTEP MAC %s)", change, peer.v4.subnet,
-                    peer.v4.public_ip, peer.v4.vtep_mac)  # fmt: skip
-        else:
+        entries = [e for e in (peer.v4, peer.v6) if e is not None] if peer is not None else []
+        for e in entries:
+            log.log(level, "peer %s: %s (public IP %s, VTEP MAC %s)", change, e.subnet,
+                    e.public_ip, e.vtep_mac)  # fmt: skip
+        if not entries:
             log.log(level, "peer %s: %s", change, key)
 
     # --- workers --------------------------------------------------------------------------------
@@ -471,35 +608,21 @@ class Daemon:
         overwritten), none in kube mode.
         """
         threads: dict[str, threading.Thread] = {}
-        if self.device is not None or self.sm.renews:
+        if self.overlays or self.sm.renews:
             threads["watch"] = threading.Thread(
                 target=self.sm.watch_leases,
                 name="watch",
                 daemon=True,
                 args=(self._on_snapshot, self._on_put, self._on_delete, self.stop, self.obs.watch),
             )
-        if self.device is not None:
-            reconciler = Reconciler(
-                self.table,
-                self.device,
-                _select_v4,
-                resync_period=self.opts.resync_period,
+        reconcilers = [self._reconciler(o) for o in self.overlays]
+        for o, reconciler in zip(self.overlays, reconcilers, strict=True):
+            name = "reconcile" if o.version == 4 else "reconcile-v6"
+            threads[name] = threading.Thread(
+                target=reconciler.run, name=name, daemon=True, args=(self.stop,)
             )
-            reconciler.on_write = self.obs.write
-            reconciler.on_programmed = self.obs.programmed
-
-            def on_pass(kind: str, result: SyncResult, seconds: float) -> None:
-                self.obs.sync_pass(kind, result, seconds, len(reconciler.programmed))
-                if kind == "full":
-                    release_free_memory()  # the listing's and the pass's garbage
-                    if gc.get_freeze_count() == 0:  # the start-up objects live as long
-                        gc.freeze()  # as the daemon: keep them out of later collections
-
-            reconciler.on_pass = on_pass
-            self.obs.loop_heartbeat = lambda: reconciler.heartbeat
-            threads["reconcile"] = threading.Thread(
-                target=reconciler.run, name="reconcile", daemon=True, args=(self.stop,)
-            )
+        if reconcilers:
+            self.obs.loop_heartbeat = lambda: min(r.heartbeat for r in reconcilers)
         if self.opts.ip_blackhole_route:
             threads["blackhole"] = threading.Thread(
                 target=self._keep_blackhole_route, name="blackhole", daemon=True
@@ -520,26 +643,52 @@ class Daemon:
         for t in threads.values():
             t.join(timeout=5)
 
+    def _reconciler(self, overlay: Overlay) -> Reconciler[VxlanPeer]:
+        """The worker that keeps `overlay`'s device in line with its table, reporting to the
+        observer; the first sync is complete once every device has had a full pass."""
+        reconciler = Reconciler(overlay.table, overlay.device, select_entry(overlay.version),
+                                resync_period=self.opts.resync_period)  # fmt: skip
+        reconciler.on_write = self.obs.write
+        reconciler.on_programmed = self.obs.programmed
+        synced = self._synced_families
+
+        def on_pass(kind: str, result: SyncResult, seconds: float) -> None:
+            if kind == "full":
+                synced.add(overlay.version)
+            programmed = sum(len(r.programmed) for r in self._reconcilers)
+            complete = len(synced) == len(self.overlays)
+            self.obs.sync_pass(kind, result, seconds, programmed, complete)
+            if kind == "full":
+                release_free_memory()  # the listing's and the pass's garbage
+                if complete and gc.get_freeze_count() == 0:  # the start-up objects live as
+                    gc.freeze()  # long as the daemon: keep them out of later collections
+
+        reconciler.on_pass = on_pass
+        self._reconcilers.append(reconciler)
+        return reconciler
+
     def _keep_blackhole_route(self) -> None:
         """`--ip-blackhole-route`: every `--iptables-resync` seconds (the first time after one
-        period, as flanneld), add a blackhole route for this node's subnet when there is none,
-        so that traffic to its unused addresses is dropped here rather than routed out."""
+        period, as flanneld), add a blackhole route for this node's subnet of each family when
+        there is none, so that traffic to its unused addresses is dropped here rather than
+        routed out."""
         ipr = IPRoute()
         try:
             last_error = ""
             while not self.stop.wait(float(self.opts.iptables_resync)):
                 lease = self.lease
-                if lease is None or lease.subnet is None:
-                    continue
-                try:
-                    if ensure_blackhole(ipr, str(lease.subnet)):
-                        log.info("added a blackhole route for %s", lease.subnet)
-                    last_error = ""
-                except (NetlinkError, OSError) as err:
-                    if str(err) != last_error:
-                        last_error = str(err)
-                        log.error("could not add the blackhole route for %s: %s",
-                                  lease.subnet, err)  # fmt: skip
+                for subnet in (lease.subnet, lease.ipv6_subnet) if lease is not None else ():
+                    if subnet is None:
+                        continue
+                    try:
+                        if ensure_blackhole(ipr, str(subnet)):
+                            log.info("added a blackhole route for %s", subnet)
+                        last_error = ""
+                    except (NetlinkError, OSError) as err:
+                        if str(err) != last_error:
+                            last_error = str(err)
+                            log.error("could not add the blackhole route for %s: %s",
+                                      subnet, err)  # fmt: skip
         finally:
             ipr.close()
 
@@ -547,34 +696,48 @@ class Daemon:
         """Write the masquerade (`--ip-masq`) and forward (`--iptables-forward-rules`) rules for
         this lease, after removing those of the network and subnet of the previous subnet.env
         when they differ; None when neither is wanted. Errors are logged: the overlay works
-        without them (flanneld exits instead)."""
+        without them (flanneld exits instead).
+
+        IPv4 only: for an IPv6 network and subnet (`_own_networks`) a warning says that no
+        ip6tables rules are written."""
         opts = self.opts
         if not (opts.ip_masq or opts.iptables_forward_rules) or self.lease is None:
             return None
-        assert self.cfg is not None and self.lease.subnet is not None
         ipt = Iptables()
         keeper = RuleKeeper(ipt, float(opts.iptables_resync))
-        network, subnet = str(self.cfg.network), str(self.lease.subnet)
         random_fully = not opts.ip_masq_fully_random_disable and ipt.supports_random_fully()
-        try:
-            if opts.ip_masq:
-                old_net = previous_cidr(self.previous, "FLANNEL_NETWORK", 4)
-                old_sub = previous_cidr(self.previous, "FLANNEL_SUBNET", 4)
-                if (
-                    old_net is not None
-                    and old_sub is not None
-                    and (str(old_net) != network or str(old_sub) != subnet)
-                ):
-                    log.info("removing the masquerade rules of the previous network %s, subnet "
-                             "%s", old_net, old_sub)  # fmt: skip
-                    ipt.delete(masq_rules(str(old_net), str(old_sub), random_fully))
-                keeper.add("masquerade", masq_rules(network, subnet, random_fully))
-            if opts.iptables_forward_rules:
-                keeper.add("forward", forward_rules(network))
-        except (IptablesError, OSError) as err:
-            log.error("could not write the iptables rules: %s; retrying every %d s", err,
-                      opts.iptables_resync)  # fmt: skip
+        for version, network, subnet in self._own_networks():
+            if version == 6:
+                log.warning("the IPv6 %s rules for %s are not written: flanneld-py writes "
+                            "iptables rules only, no ip6tables rules", "masquerade and forward"
+                            if opts.ip_masq else "forward", network)  # fmt: skip
+                continue
+            try:
+                if opts.ip_masq:
+                    old_net, old_sub = (
+                        previous_cidr(self.previous, key, version) for key in ENV_KEYS[version]
+                    )
+                    if (
+                        old_net is not None
+                        and old_sub is not None
+                        and (str(old_net) != network or str(old_sub) != subnet)
+                    ):
+                        log.info("removing the masquerade rules of the previous network %s, "
+                                 "subnet %s", old_net, old_sub)  # fmt: skip
+                        ipt.delete(masq_rules(str(old_net), str(old_sub), random_fully))
+                    keeper.add("masquerade", masq_rules(network, subnet, random_fully))
+                if opts.iptables_forward_rules:
+                    keeper.add("forward", forward_rules(network))
+            except (IptablesError, OSError) as err:
+                log.error("could not write the iptables rules: %s; retrying every %d s", err,
+                          opts.iptables_resync)  # fmt: skip
         return keeper
+
+    def _own_networks(self) -> list[tuple[int, str, str]]:
+        """(IP version, cluster network, this node's subnet), CIDR text, per enabled family."""
+        cfg, lease = self.cfg, self.lease
+        assert cfg is not None and lease is not None
+        return [(v, str(cfg.family(v).network), str(subnet_of(lease, v))) for v in cfg.families]
 
     def _complete_lease(self) -> None:
         """Once the first peer sync is in the kernel, tell the datastore the network is up
@@ -631,14 +794,18 @@ class Daemon:
     def close(self) -> None:
         """Release sockets; the kernel state and subnet.env stay as they are."""
         self.sm.close()
-        if self.device is not None:
-            self.device.close()  # closes the shared netlink socket
-        elif self.ipr is not None:
+        for o in self.overlays:
+            o.device.close()  # the first one closes the shared netlink socket
+        if not self.overlays and self.ipr is not None:
             self.ipr.close()
 
 
 def _select_v4(peer: VxlanPeer) -> PeerEntry | None:
     return peer.v4
+
+
+def _select_v6(peer: VxlanPeer) -> PeerEntry | None:
+    return peer.v6
 
 
 def run(opts: Options) -> int:

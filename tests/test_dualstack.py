@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -259,3 +260,73 @@ def test_dual_stack_peer_without_an_ipv6_part_is_reached_over_ipv4(dual_testbed:
                      "IPv4 only") == 1  # fmt: skip
     assert "peer lease 10.244.201.0-24&fd10:244:0:c9::-64 has IPv6: no BackendV6Data" in log
     assert node.process is not None and node.process.poll() is None
+
+
+# --- Kubernetes mode -----------------------------------------------------------------------------
+
+P = "flannel.alpha.coreos.com/"
+
+
+@pytest.fixture
+def dual_kube_testbed() -> Iterator[Testbed]:
+    """A dual-stack underlay and the Kubernetes API emulator: Nodes get podCIDRs
+    [10.244.<i>.0/24, fd10:244:0:<i>::/64], net-conf.json enables both families."""
+    if not in_private_netns():
+        pytest.fail("run through tests/private-netns (as `make test` does)")
+    tb = Testbed(families=(4, 6))
+    try:
+        tb.start_kubeapi(DUAL_CONFIG)
+        yield tb
+    finally:
+        tb.cleanup()
+
+
+@pytest.mark.kernel
+@pytest.mark.kube
+def test_kube_dual_stack_annotations_pod_cidrs_and_node_public_ipv6(
+    dual_kube_testbed: Testbed,
+) -> None:
+    """Both podCIDRs make the lease; backend-v6-data and public-ipv6 are published as flanneld
+    does; a node-public-ipv6 annotation replaces the detected address (the interface that owns
+    it, the VXLAN local address, what peers program)."""
+    tb = dual_kube_testbed
+    assert tb.kubeapi is not None
+    node1, node2 = tb.add_node(), tb.add_node()
+    tb.node_sh(node2, "ip", "addr", "add", "2001:db8::102/64", "dev", "eth0", "nodad")
+
+    def annotate(obj: dict[str, Any]) -> None:
+        obj["metadata"].setdefault("annotations", {})[P + "node-public-ipv6"] = "2001:db8::102"
+
+    tb.kubeapi.update_node(node2.name, annotate)
+    for node in (node1, node2):
+        tb.start_daemon(node)
+    for node in (node1, node2):
+        tb.wait_subnet(node)
+    tb.wait_converged()
+    for node, public6 in ((node1, node1.address6), (node2, "2001:db8::102")):
+        i = node.index
+        assert node.subnet_file.read_text() == (
+            f"FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.{i}.1/24\n"
+            f"FLANNEL_IPV6_NETWORK={POD_NETWORK6}\nFLANNEL_IPV6_SUBNET=fd10:244:0:{i}::1/64\n"
+            "FLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n"
+        )
+        ann = (tb.kubeapi.get_node(node.name) or {})["metadata"]["annotations"]
+        mac, mac6 = tb.vtep_mac(node), tb.vtep_mac(node, "flannel-v6.1")
+        assert {k: v for k, v in ann.items() if k != P + "node-public-ipv6"} == {
+            P + "backend-type": "vxlan",
+            P + "backend-data": f'{{"VNI":1,"VtepMAC":"{mac}"}}',
+            P + "backend-v6-data": f'{{"VNI":1,"VtepMAC":"{mac6}"}}',
+            P + "kube-subnet-manager": "true",
+            P + "public-ip": node.address,
+            P + "public-ipv6": public6,
+        }
+        link = json.loads(tb.node_sh(node, "ip", "-d", "-j", "link", "show",
+                                     "flannel-v6.1").stdout)[0]  # fmt: skip
+        info = link["linkinfo"]["info_data"]
+        assert info.get("local6", info.get("local")) == public6
+    assert (tb.vtep_mac(node2, "flannel-v6.1"), "2001:db8::102") in tb.fdb(node1, "flannel-v6.1")
+    assert "fd10:244:0:2::/64" in tb.routes(node1, "flannel-v6.1")
+    assert "fd10:244:0:1::/64" in tb.routes(node2, "flannel-v6.1")
+    pods = [tb.add_pod(node) for node in (node1, node2)]
+    assert tb.ping(pods[0], pods[1].ip6, count=3) and tb.ping(pods[1], pods[0].ip6, count=3)
+    assert tb.ping(pods[0], pods[1].ip, count=3)

@@ -523,6 +523,7 @@ class Daemon:
     def _on_delete(self, key: str) -> None:
         self._track_key(key, None)
         self._foreign_own.pop(key, None)
+        self._partial_peers.pop(key, None)
         own = self.lease
         if own is not None and key == self.sm.own_key(own):
             if self.sm.renews:

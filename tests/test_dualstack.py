@@ -65,6 +65,19 @@ def test_missing_part_names_what_a_peer_lacks_for_a_family() -> None:
     assert missing_part(lease(None, "fd10:244:0:9::/64", no_data), 6) == "no BackendV6Data"
 
 
+def test_first_sync_waits_for_every_device() -> None:
+    from backend.reconcile import SyncResult
+    from flanneld_py.observe import Observer
+
+    obs = Observer("/nonexistent/subnet.env", "vxlan", "etcd", 30.0)
+    obs.subnet_env_written = True
+    obs.sync_pass("full", SyncResult(), 0.01, 2, complete=False)  # one device of two
+    assert not obs.first_sync.is_set()
+    assert obs.readiness() == (False, "the first peer sync is not in the kernel yet")
+    obs.sync_pass("full", SyncResult(), 0.01, 4, complete=True)
+    assert obs.first_sync.is_set() and obs.readiness() == (True, "")
+
+
 # --- end to end ----------------------------------------------------------------------------------
 
 
@@ -233,6 +246,34 @@ def test_ipv6_only_restart_finds_its_lease_by_public_ipv6(v6_testbed: Testbed) -
     res = tb.node_sh(node, "ip", "-j", "-6", "addr", "show", "flannel-v6.1", "scope", "link")
     assert json.loads(res.stdout)[0]["addr_info"], "the link-local address was removed"
     tb.wait_converged()
+
+
+@pytest.mark.kernel
+def test_ipv6_entries_removed_by_hand_are_restored_and_the_kernels_kept(
+    dual_testbed: Testbed,
+) -> None:
+    """The IPv6 device's full pass repairs its own entries and leaves the kernel's routes (the
+    link-local prefix, the /128 prefix route of the device address) alone."""
+    tb = dual_testbed
+    nodes = [tb.add_node() for _ in range(2)]
+    for node in nodes:
+        tb.start_daemon(node, "--resync-period=1")
+    for node in nodes:
+        tb.wait_subnet(node)
+    tb.wait_converged()
+    node, peer = nodes
+    subnet6 = tb.subnet6_of(peer)
+    vtep6 = subnet6.split("/")[0]
+    own6 = tb.subnet6_of(node).split("/")[0]
+    tb.node_sh(node, "ip", "-6", "route", "del", subnet6, "dev", "flannel-v6.1")
+    tb.node_sh(node, "ip", "-6", "neigh", "del", vtep6, "dev", "flannel-v6.1")
+    wait_for("the IPv6 route back", lambda: subnet6 in tb.routes(node, "flannel-v6.1"))
+    wait_for("the IPv6 neighbour back", lambda: vtep6 in tb.neighbours(node, "flannel-v6.1"))
+    routes = tb.routes(node, "flannel-v6.1")
+    assert {"fe80::/64", own6} <= routes  # the kernel's, untouched by the full passes
+    assert "0 failed" in node.log()
+    pods = [tb.add_pod(n) for n in nodes]
+    assert tb.ping(pods[0], pods[1].ip6, count=3)
 
 
 @pytest.mark.kernel

@@ -1,13 +1,16 @@
 """The daemon: flanneld's start-up sequence (flannel `main.go`), then three workers.
 
 Start-up, in flanneld's order: read the previous subnet.env, connect to the subnet manager, wait for
-the network config, choose the external interface, create the VXLAN device, acquire the lease,
-give the device its address, write subnet.env, start the peer watch and the reconciler, then keep
-the lease renewed. SIGTERM and SIGINT stop the workers and leave the device, its entries and
-subnet.env in place, so a restart does not interrupt traffic.
+the network config, choose the external interface, create the VXLAN device of each enabled family
+(`flannel.<VNI>`, `flannel-v6.<VNI>`), acquire the lease, give the devices their addresses, write
+subnet.env, start the peer watch and the reconcilers, then keep the lease renewed. SIGTERM and
+SIGINT stop the workers and leave the devices, their entries and subnet.env in place, so a
+restart does not interrupt traffic.
 
-Workers (threads): the etcd watch feeds the desired peer table; the reconciler makes the kernel
-match it; the main thread renews the lease and re-acquires it if it is ever lost (decisions #12).
+Workers (threads): the etcd watch feeds the desired peer table; one reconciler per device makes
+the kernel match it (IPv4 and IPv6 share the code, parameterised by family: `Overlay`,
+`select_entry`); the main thread renews the lease and re-acquires it if it is ever lost
+(decisions #12).
 
 With the `alloc` backend (`backend.alloc`) the same sequence skips the device: the daemon acquires
 and renews the lease and writes subnet.env, and runs no reconciler. In etcd mode the watch still

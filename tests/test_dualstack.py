@@ -277,6 +277,26 @@ def test_ipv6_entries_removed_by_hand_are_restored_and_the_kernels_kept(
 
 
 @pytest.mark.kernel
+def test_ip_blackhole_route_for_each_family(dual_testbed: Testbed) -> None:
+    tb = dual_testbed
+    node = tb.add_node()
+    tb.start_daemon(node, "--ip-blackhole-route", "--iptables-resync=1")
+    tb.wait_subnet(node)
+    subnet, subnet6 = tb.subnet_of(node), tb.subnet6_of(node)
+
+    def blackholes(*family: str) -> list[str]:
+        return tb.node_sh(node, "ip", *family, "route", "show", "type", "blackhole").stdout.split()
+
+    def both() -> bool:
+        return subnet in blackholes() and subnet6 in blackholes("-6")
+
+    wait_for("both blackhole routes", both, timeout=15)
+    tb.node_sh(node, "ip", "-6", "route", "del", "blackhole", subnet6)
+    wait_for("the IPv6 blackhole route back", lambda: subnet6 in blackholes("-6"), timeout=15)
+    assert blackholes("-6").count(subnet6) == 1 and blackholes().count(subnet) == 1
+
+
+@pytest.mark.kernel
 def test_dual_stack_peer_without_an_ipv6_part_is_reached_over_ipv4(dual_testbed: Testbed) -> None:
     tb = dual_testbed
     (node,) = tb.start_nodes(1)

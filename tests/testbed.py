@@ -298,7 +298,8 @@ class Testbed:
     def start_kubeapi(self, net_conf: str = DEFAULT_NETWORK) -> ApiServer:
         """Start the Kubernetes API emulator on the underlay address, with flannel's RBAC rights
         for the daemons' token, and write their kubeconfig and net-conf.json. Nodes added after
-        this get a Node object with podCIDR 10.244.<i>.0/24, as the controller manager would."""
+        this get a Node object with podCIDR 10.244.<i>.0/24 (and fd10:244:0:<i>::/64 on a
+        testbed with IPv6; only that one without IPv4), as the controller manager would."""
         from tests.kubeapi import FLANNEL_RULES
         from tests.kubeapi import ApiServer as Server
 

@@ -659,9 +659,9 @@ class Daemon:
         def on_pass(kind: str, result: SyncResult, seconds: float) -> None:
             if kind == "full":
                 synced.add(overlay.version)
-            programmed = sum(len(r.programmed) for r in self._reconcilers)
+            programmed = [len(r.programmed) for r in self._reconcilers]
             complete = len(synced) == len(self.overlays)
-            self.obs.sync_pass(kind, result, seconds, programmed, complete)
+            self.obs.sync_pass(kind, result, seconds, max(programmed), complete, sum(programmed))
             if kind == "full":
                 release_free_memory()  # the listing's and the pass's garbage
                 if complete and gc.get_freeze_count() == 0:  # the start-up objects live as

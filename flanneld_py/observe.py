@@ -142,14 +142,21 @@ class Observer:
         self.metrics.event_to_programmed.observe(seconds)
 
     def sync_pass(
-        self, kind: str, result: SyncResult, seconds: float, peers: int, complete: bool = True
+        self,
+        kind: str,
+        result: SyncResult,
+        seconds: float,
+        peers: int,
+        complete: bool = True,
+        entries: int | None = None,
     ) -> None:
-        """A reconcile pass ended; `peers` is the number of peer entries now programmed (on
-        every device). `complete` is False while another device (dual stack: the other
-        family's) has not finished its first full pass: the first sync is not done yet."""
+        """A reconcile pass ended; `peers` is the number of peers now programmed, `entries` the
+        number of entries of each kind on all devices (default `peers`: one device).
+        `complete` is False while another device (dual stack: the other family's) has not
+        finished its first full pass: the first sync is not done yet."""
         self.metrics.sync_duration.labels(kind).observe(seconds)
         for k in ("route", "neigh", "fdb"):
-            self.metrics.dataplane_entries.labels(k).set(peers)
+            self.metrics.dataplane_entries.labels(k).set(peers if entries is None else entries)
         if kind != "full":
             self.state.update(peers=peers)
             return

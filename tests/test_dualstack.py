@@ -177,6 +177,14 @@ def test_dual_stack_pods_reach_each_other_over_both_families(dual_testbed: Testb
         local = info.get("local6", info.get("local"))  # iproute2's key for an IPv6 local
         assert (info["id"], local, info["learning"]) == (1, node.address6, False)
         assert node.log().count("datapath in sync") == 2  # one first sync per device
+        state_file = node.workdir / "flanneld-py-state.json"
+
+        def state(path: Any = state_file) -> tuple[bool, int]:
+            data = json.loads(path.read_text())
+            return data["ready"], data["peers"]
+
+        # ready once both devices had a full pass; peers counted once, not once per device
+        wait_for("ready with 2 peers in the state file", lambda: state() == (True, 2))
     assert_v6_peers(tb, nodes)
     pods = [tb.add_pod(node) for node in nodes]
     for pod in pods:

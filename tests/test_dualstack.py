@@ -336,18 +336,29 @@ def test_dual_stack_peer_without_an_ipv6_part_is_reached_over_ipv4(dual_testbed:
 P = "flannel.alpha.coreos.com/"
 
 
+def _kube_testbed(families: tuple[int, ...], config: str) -> Iterator[Testbed]:
+    if not in_private_netns():
+        pytest.fail("run through tests/private-netns (as `make test` does)")
+    tb = Testbed(families=families)
+    try:
+        tb.start_kubeapi(config)
+        yield tb
+    finally:
+        tb.cleanup()
+
+
 @pytest.fixture
 def dual_kube_testbed() -> Iterator[Testbed]:
     """A dual-stack underlay and the Kubernetes API emulator: Nodes get podCIDRs
     [10.244.<i>.0/24, fd10:244:0:<i>::/64], net-conf.json enables both families."""
-    if not in_private_netns():
-        pytest.fail("run through tests/private-netns (as `make test` does)")
-    tb = Testbed(families=(4, 6))
-    try:
-        tb.start_kubeapi(DUAL_CONFIG)
-        yield tb
-    finally:
-        tb.cleanup()
+    yield from _kube_testbed((4, 6), DUAL_CONFIG)
+
+
+@pytest.fixture
+def v6_kube_testbed() -> Iterator[Testbed]:
+    """An IPv6-only underlay, the API emulator at [2001:db8::fe]:6443, podCIDRs
+    [fd10:244:0:<i>::/64], an IPv6-only net-conf.json."""
+    yield from _kube_testbed((6,), V6_CONFIG)
 
 
 @pytest.mark.kernel
@@ -399,3 +410,24 @@ def test_kube_dual_stack_annotations_pod_cidrs_and_node_public_ipv6(
     pods = [tb.add_pod(node) for node in (node1, node2)]
     assert tb.ping(pods[0], pods[1].ip6, count=3) and tb.ping(pods[1], pods[0].ip6, count=3)
     assert tb.ping(pods[0], pods[1].ip, count=3)
+
+
+@pytest.mark.kernel
+@pytest.mark.kube
+def test_kube_ipv6_only(v6_kube_testbed: Testbed) -> None:
+    tb = v6_kube_testbed
+    assert tb.kubeapi is not None
+    nodes = tb.start_nodes(2)
+    for node in nodes:
+        i = node.index
+        assert node.subnet_file.read_text() == (
+            f"FLANNEL_IPV6_NETWORK={POD_NETWORK6}\nFLANNEL_IPV6_SUBNET=fd10:244:0:{i}::1/64\n"
+            "FLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n"
+        )
+        ann = (tb.kubeapi.get_node(node.name) or {})["metadata"]["annotations"]
+        mac6 = tb.vtep_mac(node, "flannel-v6.1")
+        assert ann[P + "backend-v6-data"] == f'{{"VNI":1,"VtepMAC":"{mac6}"}}'
+        assert ann[P + "public-ipv6"] == node.address6
+    assert_v6_peers(tb, nodes)
+    pods = [tb.add_pod(node) for node in nodes]
+    assert tb.cross_node_ping_failures(pods) == []

@@ -303,7 +303,8 @@ class Testbed:
         from tests.kubeapi import FLANNEL_RULES
         from tests.kubeapi import ApiServer as Server
 
-        self.kubeapi = Server(host=UNDERLAY_GW, port=6443, tokens={"flannel": FLANNEL_RULES},
+        host = UNDERLAY_GW if 4 in self.families else UNDERLAY_GW6  # what the nodes reach
+        self.kubeapi = Server(host=host, port=6443, tokens={"flannel": FLANNEL_RULES},
                               bookmark_interval=5.0).start()  # fmt: skip
         self.kubeapi.write_kubeconfig(self.workdir / "kubeconfig", token="flannel")
         (self.workdir / "net-conf.json").write_text(net_conf)

@@ -619,7 +619,7 @@ class Daemon:
                 daemon=True,
                 args=(self._on_snapshot, self._on_put, self._on_delete, self.stop, self.obs.watch),
             )
-        reconcilers = [self._reconciler(o) for o in self.overlays]
+        self._reconcilers = reconcilers = [self._reconciler(o) for o in self.overlays]
         for o, reconciler in zip(self.overlays, reconcilers, strict=True):
             name = "reconcile" if o.version == 4 else "reconcile-v6"
             threads[name] = threading.Thread(
@@ -668,7 +668,6 @@ class Daemon:
                     gc.freeze()  # long as the daemon: keep them out of later collections
 
         reconciler.on_pass = on_pass
-        self._reconcilers.append(reconciler)
         return reconciler
 
     def _keep_blackhole_route(self) -> None:
@@ -678,7 +677,7 @@ class Daemon:
         routed out."""
         ipr = IPRoute()
         try:
-            last_error = ""
+            last_error: dict[int, str] = {}  # per IP version
             while not self.stop.wait(float(self.opts.iptables_resync)):
                 lease = self.lease
                 for subnet in (lease.subnet, lease.ipv6_subnet) if lease is not None else ():
@@ -687,10 +686,10 @@ class Daemon:
                     try:
                         if ensure_blackhole(ipr, str(subnet)):
                             log.info("added a blackhole route for %s", subnet)
-                        last_error = ""
+                        last_error.pop(subnet.version, None)
                     except (NetlinkError, OSError) as err:
-                        if str(err) != last_error:
-                            last_error = str(err)
+                        if str(err) != last_error.get(subnet.version):
+                            last_error[subnet.version] = str(err)
                             log.error("could not add the blackhole route for %s: %s",
                                       subnet, err)  # fmt: skip
         finally:

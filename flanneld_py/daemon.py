@@ -201,8 +201,9 @@ class Daemon:
         self.mtu = 0  # FLANNEL_MTU without a device (alloc): the external interface's MTU
         self._bad_peers: dict[str, str] = {}  # peer key -> problem last logged
         self._partial_peers: dict[str, str] = {}  # peer key -> missing family part last logged
-        self._peer_families: dict[str, tuple[bool, bool]] = {}  # key -> (has IPv4, has IPv6)
-        self._family_counts = [0, 0]  # peers with an IPv4 entry, with an IPv6 entry
+        # per enabled IP version, the peers without an entry of that family (few: kept instead
+        # of a record per peer, so counting peers per family costs O(1) per event and no memory)
+        self._lacking: dict[int, set[str]] = {4: set(), 6: set()}
         self._reconcilers: list[Reconciler[VxlanPeer]] = []
         self._synced_families: set[int] = set()  # devices that had their first full pass
         self._other_backends: dict[str, str] = {}  # peer key -> backend type last logged
@@ -573,15 +574,15 @@ class Daemon:
 
     def _peer_changed(self, key: str, change: str, peer: VxlanPeer | None) -> None:
         self.obs.peer_event(change)
-        counts = self._family_counts  # O(1) per event: kept up to date rather than recounted
-        for i, had in enumerate(self._peer_families.pop(key, (False, False))):
-            counts[i] -= had
-        if peer is not None:
-            has = _KEY_STATES[(peer.v4 is not None, peer.v6 is not None)]  # shared tuples
-            self._peer_families[key] = has
-            for i, present in enumerate(has):
-                counts[i] += present
-        self.obs.peers(counts[0], counts[1])
+        counts = {4: 0, 6: 0}  # peers with an entry of each enabled family
+        for version in self.cfg.families if self.cfg is not None else ():
+            lacking = self._lacking[version]
+            if peer is None or (peer.v4 if version == 4 else peer.v6) is not None:
+                lacking.discard(key)
+            else:
+                lacking.add(key)
+            counts[version] = len(self.table) - len(lacking)
+        self.obs.peers(counts[4], counts[6])
         self._log_peer(key, change, peer)
 
     def _log_peer(self, key: str, change: str, peer: VxlanPeer | None) -> None:

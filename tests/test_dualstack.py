@@ -306,8 +306,12 @@ def test_ip_blackhole_route_for_each_family(dual_testbed: Testbed) -> None:
 
 @pytest.mark.kernel
 def test_dual_stack_peer_without_an_ipv6_part_is_reached_over_ipv4(dual_testbed: Testbed) -> None:
+    from tests.test_metrics import PORT, scrape
+
     tb = dual_testbed
-    (node,) = tb.start_nodes(1)
+    node = tb.add_node()
+    tb.start_daemon(node, f"--healthz-port={PORT}", f"--healthz-ip={node.address}")
+    tb.wait_subnet(node)
     prefix = f"{tb.etcd_prefix}/subnets"
     v4_only = LeaseAttrs(ipaddress.IPv4Address("198.18.0.99"), None, "vxlan",
                          {"VNI": 1, "VtepMAC": "0e:00:00:00:00:99"})  # fmt: skip
@@ -328,6 +332,16 @@ def test_dual_stack_peer_without_an_ipv6_part_is_reached_over_ipv4(dual_testbed:
     assert log.count("peer lease 10.244.200.0-24 has IPv6: no IPv6 subnet; reachable over "
                      "IPv4 only") == 1  # fmt: skip
     assert "peer lease 10.244.201.0-24&fd10:244:0:c9::-64 has IPv6: no BackendV6Data" in log
+    # a complete dual-stack peer: counted in both families
+    full = LeaseAttrs(ipaddress.IPv4Address("198.18.0.97"), ipaddress.IPv6Address("2001:db8::97"),
+                      "vxlan", {"VNI": 1, "VtepMAC": "0e:00:00:00:00:97"},
+                      {"VNI": 1, "VtepMAC": "0e:00:00:00:01:97"})  # fmt: skip
+    tb.client.put(f"{prefix}/10.244.202.0-24&fd10:244:0:ca::-64", full.encode())
+    wait_for("the full peer's IPv6 route",
+             lambda: "fd10:244:0:ca::/64" in tb.routes(node, "flannel-v6.1"))  # fmt: skip
+    metrics = scrape(node)
+    assert metrics.value("flannel_peers", family="ipv4") == 3
+    assert metrics.value("flannel_peers", family="ipv6") == 1
     assert node.process is not None and node.process.poll() is None
 
 

@@ -49,10 +49,15 @@ def check_not_behind_nat(iface: str, iface_addr: str, public_ip: str) -> None:
         )
 
 
-def lease_attrs(public_ip: str | ipaddress.IPv4Address) -> LeaseAttrs:
-    """What a host-gw node publishes: its public IPv4 address and the backend type, no backend
-    data. Raises ValueError when `public_ip` is not IPv4."""
-    return LeaseAttrs(public_ip=ipaddress.IPv4Address(public_ip), backend_type=BACKEND_TYPE)
+def lease_attrs(
+    public_ip: str | ipaddress.IPv4Address, public_ipv6: str | None = None
+) -> LeaseAttrs:
+    """What a host-gw node publishes: its public IPv4 address (and IPv6 address, when the
+    network has IPv6) and the backend type, no backend data. Raises ValueError when
+    `public_ip` is not IPv4 or `public_ipv6` not IPv6."""
+    v6 = ipaddress.IPv6Address(public_ipv6) if public_ipv6 else None
+    return LeaseAttrs(public_ip=ipaddress.IPv4Address(public_ip), public_ipv6=v6,
+                      backend_type=BACKEND_TYPE)  # fmt: skip
 
 
 def pod_mtu(iface_mtu: int) -> int:
@@ -70,11 +75,16 @@ def resync_period(configured: float) -> float:
 
 
 def peer_from_lease(lease: Lease) -> VxlanPeer | None:
-    """A host-gw peer's record: a direct entry `subnet via PublicIP` (None for a lease of
-    another backend type, or one without an IPv4 subnet)."""
-    if lease.attrs.backend_type != BACKEND_TYPE or lease.subnet is None:
+    """A host-gw peer's record: per family a direct entry `subnet via public IP` (IPv6: the
+    IPv6 subnet via PublicIPv6); None for a lease of another backend type or with neither."""
+    if lease.attrs.backend_type != BACKEND_TYPE:
         return None
-    return VxlanPeer(PeerEntry.direct_route(str(lease.subnet), str(lease.attrs.public_ip)), None)
+    v4 = v6 = None
+    if lease.subnet is not None:
+        v4 = PeerEntry.direct_route(str(lease.subnet), str(lease.attrs.public_ip))
+    if lease.ipv6_subnet is not None and lease.attrs.public_ipv6 is not None:
+        v6 = PeerEntry.direct_route(str(lease.ipv6_subnet), str(lease.attrs.public_ipv6))
+    return VxlanPeer(v4, v6) if v4 or v6 else None
 
 
 class HostGwRoutes:

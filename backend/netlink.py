@@ -164,7 +164,8 @@ def ensure_address(
     ipr: IPRoute, index: int, address: str, prefixlen: int, remove_within: str | None
 ) -> list[str]:
     """Make `address/prefixlen` present on the link and remove other addresses of its family
-    inside `remove_within` (a CIDR; None removes no others). Returns the CIDRs removed."""
+    inside `remove_within` (a CIDR; None removes no others), except link-local ones (the
+    kernel's own `fe80::` address of an IPv6 device stays). Returns the CIDRs removed."""
     family = family_of(address)
     wanted = ipaddress.ip_interface(f"{address}/{prefixlen}")
     scope = ipaddress.ip_network(remove_within) if remove_within else None
@@ -174,7 +175,7 @@ def ensure_address(
         have = ipaddress.ip_interface(f"{addr}/{plen}")
         if have == wanted:
             present = True
-        elif scope is not None and have.ip in scope:
+        elif scope is not None and have.ip in scope and not have.ip.is_link_local:
             ipr.addr("del", index=index, address=addr, prefixlen=plen)
             removed.append(str(have))
     if not present:

@@ -78,6 +78,7 @@ RTNH_F_ONLINK = 4
 RT_TABLE_MAIN = 254
 RT_TABLE_COMPAT = 252  # rtm_table of a table above 255 (the id is in RTA_TABLE)
 RTPROT_BOOT = 3
+RTPROT_KERNEL = 2  # a route the kernel made for an address (IPv6: `<addr>/128` on flannel-v6.N)
 
 _HDR = struct.Struct("=IHHII")
 _NDMSG = struct.Struct("=BxxxiHBB")
@@ -400,13 +401,16 @@ class BulkSocket:
         self, index: int, family: int, within: Scope | None = None
     ) -> dict[str, str | None]:
         """Main-table routes through link `index` for `family`: {"dst/len": gateway or None};
-        only those inside `within` when given. Of several routes to one prefix (other metrics)
-        the one of the lowest metric, the kernel's default that flanneld-py writes, is listed."""
+        only those inside `within` when given, and never the kernel's own (proto kernel). Of
+        several routes to one prefix (other metrics) the one of the lowest metric, the kernel's
+        default that flanneld-py writes, is listed."""
         out: dict[str, str | None] = {}
         metrics: dict[str, int] = {}
         for body in self._dump(RTM_GETROUTE, _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)):
             if body[0] != family or body[4] not in (RT_TABLE_MAIN, RT_TABLE_COMPAT):
                 continue  # the local table and others: never ours
+            if body[5] == RTPROT_KERNEL:
+                continue  # the prefix route of an address on the device: the kernel's
             if (
                 len(body) == 44
                 and body[12:16] == _TABLE_HDR

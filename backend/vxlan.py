@@ -298,19 +298,29 @@ class VxlanDevice:
             self.index = link.index
             if self.address is not None:
                 prefix = 32 if self.version == 4 else 128
-                netlink.ensure_address(self.ipr, self.index, self.address, prefix, self.network)
+                netlink.ensure_address(
+                    self.ipr, self.index, self.address, prefix, self._stale_scope()
+                )
             _disable_accept_ra(self.spec.name)
             return created
 
     def set_address(self, address: str, network: str) -> None:
-        """Give the device this node's VTEP address (`10.244.1.0/32`), removing other addresses
-        inside `network`. Call after the lease is acquired."""
+        """Give the device this node's VTEP address (`10.244.1.0/32`, `fd10:244:0:1::/128`),
+        removing other addresses inside `network` (IPv4) or every other non-link-local address
+        (IPv6), as flannel does. Call after the lease is acquired."""
         self.address, self.network = address, network
         prefix = 32 if self.version == 4 else 128
         with self._lock:
-            removed = netlink.ensure_address(self.ipr, self.index, address, prefix, network)
+            removed = netlink.ensure_address(
+                self.ipr, self.index, address, prefix, self._stale_scope()
+            )
         for cidr in removed:
             log.info("removed stale address %s from %s", cidr, self.spec.name)
+
+    def _stale_scope(self) -> str | None:
+        """Where other addresses are removed from: the cluster network (IPv4), anywhere (IPv6;
+        link-local addresses are always kept)."""
+        return self.network if self.version == 4 else "::/0"
 
     def dump(self) -> KernelState:
         """The per-peer objects flanneld-py owns on the device (see `owned_state`), and with
@@ -404,16 +414,17 @@ def owned_state(
     )
 
 
-def check_peer_subnet(lease: Lease, network: Any, own_subnet: Any) -> None:
-    """Refuse a peer subnet outside the cluster `network` or overlapping this node's
-    `own_subnet` (either may be None): the kernel would refuse the route, or traffic would go
-    astray. Raises PeerFormatError."""
-    if lease.subnet is None or network is None:
+def check_peer_subnet(lease: Lease, network: Any, own_subnet: Any, version: int = 4) -> None:
+    """Refuse a peer subnet of IP `version` outside the cluster `network` (IPv6: IPv6Network)
+    or overlapping this node's `own_subnet` of that version (either may be None): the kernel
+    would refuse the route, or traffic would go astray. Raises PeerFormatError."""
+    subnet = lease.subnet if version == 4 else lease.ipv6_subnet
+    if subnet is None or network is None:
         return
-    if not lease.subnet.subnet_of(network):
-        raise PeerFormatError(f"subnet {lease.subnet} is outside the network {network}")
-    if own_subnet is not None and lease.subnet.overlaps(own_subnet):
-        raise PeerFormatError(f"subnet {lease.subnet} overlaps this node's {own_subnet}")
+    if not subnet.subnet_of(network):
+        raise PeerFormatError(f"subnet {subnet} is outside the network {network}")
+    if own_subnet is not None and subnet.overlaps(own_subnet):
+        raise PeerFormatError(f"subnet {subnet} overlaps this node's {own_subnet}")
 
 
 def _with_mac(spec: netlink.VxlanSpec, mac: str) -> netlink.VxlanSpec:

@@ -67,7 +67,12 @@ FLAGS: list[Flag] = [
         "",
         "IPv4 address peers use to reach this node (default: the interface's address)",
     ),
-    Flag("public-ipv6", "str", "", "IPv6 address peers use to reach this node", implemented=False),
+    Flag(
+        "public-ipv6",
+        "str",
+        "",
+        "IPv6 address peers use to reach this node (default: the interface's IPv6 address)",
+    ),
     Flag(
         "subnet-file",
         "str",

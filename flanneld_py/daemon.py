@@ -1,21 +1,21 @@
 """The daemon: flanneld's start-up sequence (flannel `main.go`), then three workers.
 
 Start-up, in flanneld's order: read the previous subnet.env, connect to the subnet manager, wait for
-the network config, choose the external interface, create the VXLAN device, acquire the lease,
-give the device its address, write subnet.env, start the peer watch and the reconciler, then keep
-the lease renewed. SIGTERM and SIGINT stop the workers and leave the device, its entries and
-subnet.env in place, so a restart does not interrupt traffic.
+the network config, choose the external interface, create the VXLAN device of each enabled family
+(`flannel.<VNI>`, `flannel-v6.<VNI>`), acquire the lease, give the devices their addresses, write
+subnet.env, start the peer watch and the reconcilers, then keep the lease renewed. SIGTERM and
+SIGINT stop the workers and leave the devices, their entries and subnet.env in place, so a
+restart does not interrupt traffic.
 
-Workers (threads): the etcd watch feeds the desired peer table; the reconciler makes the kernel
-match it; the main thread renews the lease and re-acquires it if it is ever lost (decisions #12).
+Workers (threads): the etcd watch feeds the desired peer table; one reconciler per device makes
+the kernel match it (IPv4 and IPv6 share the code, parameterised by family: `Overlay`,
+`select_entry`); the main thread renews the lease and re-acquires it if it is ever lost
+(decisions #12).
 
 With the `alloc` backend (`backend.alloc`) the same sequence skips the device: the daemon acquires
 and renews the lease and writes subnet.env, and runs no reconciler. In etcd mode the watch still
 runs, only to notice this node's own lease being lost or overwritten (peers are ignored); in kube
 mode there is no watch at all (as flanneld, which starts no Node informer for alloc).
-
-With `host-gw` (`backend.hostgw`) there is no device either: the reconciler keeps a route to each
-peer's subnet via its public IP on the external interface.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from backend import alloc, hostgw
@@ -53,7 +54,7 @@ from flanneld_py.state import ErrorRecorder
 from subnet.allocate import OutOfSubnets, fits
 from subnet.config import SUPPORTED_BACKENDS, ConfigError, NetworkConfig
 from subnet.errors import ConfigNotFound, DatastoreUnavailable, KubeError, SubnetContention
-from subnet.lease import Lease, LeaseAttrs
+from subnet.lease import UNSET_IPV4, Lease, LeaseAttrs
 from subnet.manager import SubnetManager
 from subnet.peers import PeerTable
 from subnet.subnetenv import SubnetEnv, previous_cidr, read_env_file, write_subnet_env
@@ -65,6 +66,53 @@ _KEY_STATES = {(a, b): (a, b) for a in (False, True) for b in (False, True)}  # 
 T = TypeVar("T")
 __all__ = ["SUPPORTED_BACKENDS", "Daemon", "run"]
 RENEW_RETRY = 60.0  # seconds between failed renewals (flannel's value)
+# subnet.env keys of each family's network and subnet (flannel `pkg/subnet` WriteSubnetFile)
+ENV_KEYS = {4: ("FLANNEL_NETWORK", "FLANNEL_SUBNET"), 6: ("FLANNEL_IPV6_NETWORK",
+                                                          "FLANNEL_IPV6_SUBNET")}  # fmt: skip
+
+
+def subnet_of(lease: Lease, version: int) -> Any:
+    """A lease's subnet of IP `version` (4 or 6), or None."""
+    return lease.subnet if version == 4 else lease.ipv6_subnet
+
+
+def same_subnets(lease: Lease, own: Lease, families: tuple[int, ...]) -> bool:
+    """True when `lease` has this node's `own` subnet in every enabled family: how flannel
+    recognises its own lease among the peers' (flannel `pkg/lease` LeaseWatcher: IPv4 only
+    compares the IPv4 subnet, IPv6 only the IPv6 one, dual stack both)."""
+    return all(
+        subnet_of(lease, v) is not None and subnet_of(lease, v) == subnet_of(own, v)
+        for v in families
+    )
+
+
+def missing_part(lease: Lease, version: int) -> str:
+    """Why a vxlan peer lease has no usable part of IP `version` ("" when it has one)."""
+    if version == 4:
+        return "" if lease.subnet is not None else "no IPv4 subnet"
+    if lease.ipv6_subnet is None:
+        return "no IPv6 subnet"
+    if lease.attrs.public_ipv6 is None:
+        return "no PublicIPv6"
+    if lease.attrs.backend_type == "vxlan" and not isinstance(lease.attrs.backend_v6_data, dict):
+        return "no BackendV6Data"
+    return ""
+
+
+def select_entry(version: int) -> Callable[[VxlanPeer], PeerEntry | None]:
+    """The `Reconciler.select` of the device of IP `version`: the peer's entry of that family."""
+    return _select_v4 if version == 4 else _select_v6
+
+
+@dataclass
+class Overlay:
+    """One address family's datapath: its device (`flannel.<VNI>` or `flannel-v6.<VNI>`) and
+    the peer table its reconciler reads. Every table holds the same records: each reconciler
+    takes its own dirty keys, and `select_entry` picks its family's entry."""
+
+    version: int
+    device: VxlanDevice | hostgw.HostGwRoutes
+    table: PeerTable[VxlanPeer]
 
 
 def make_subnet_manager(
@@ -149,13 +197,19 @@ class Daemon:
         self.lease_lost = threading.Event()
         self.renew_now = threading.Event()  # our lease value was overwritten: re-put it
         self.cfg: NetworkConfig | None = None
-        self.device: VxlanDevice | hostgw.HostGwRoutes | None = None  # None with alloc
-        self._peer_from_lease = peer_from_lease  # the backend's lease -> peer record
+        self.overlays: list[Overlay] = []  # one per enabled family; none with alloc
         self.programs_peers = True  # False with the alloc backend: peers are not even tracked
         self.mtu = 0  # FLANNEL_MTU without a device (alloc): the external interface's MTU
         self._bad_peers: dict[str, str] = {}  # peer key -> problem last logged
+        self._partial_peers: dict[str, str] = {}  # peer key -> missing family part last logged
+        # per enabled IP version, the peers without an entry of that family (few: kept instead
+        # of a record per peer, so counting peers per family costs O(1) per event and no memory)
+        self._lacking: dict[int, set[str]] = {4: set(), 6: set()}
+        self._reconcilers: list[Reconciler[VxlanPeer]] = []
+        self._synced_families: set[int] = set()  # devices that had their first full pass
         self._other_backends: dict[str, str] = {}  # peer key -> backend type last logged
         self._foreign_own: dict[str, Lease] = {}  # another node's put on our own key
+        self._peer_from_lease = peer_from_lease  # the backend's lease -> peer record
         self.rules: TrafficRules | None = None  # the masquerade/forward rules, once written
 
     # --- start-up -------------------------------------------------------------------------------
@@ -183,66 +237,95 @@ class Daemon:
                 "without programming a datapath)",
             )
         self.obs.backend(cfg.backend_type)
-        if not cfg.enable_ipv4 or cfg.enable_ipv6:
-            raise ConfigError("EnableIPv6", "flanneld-py supports IPv4-only networks so far")
-        check_bridge_netfilter(cfg.families, cfg.enable_nftables)
+        if not cfg.families:  # kube mode: net-conf.json is parsed, not checked
+            raise ConfigError(
+                "EnableIPv4", "EnableIPv4 and EnableIPv6 are both false; enable at least one"
+            )
         self.programs_peers = cfg.backend_type != alloc.BACKEND_TYPE
         vx = parse_vxlan_config(cfg.backend) if cfg.backend_type == "vxlan" else None
+        check_bridge_netfilter(cfg.families, cfg.enable_nftables)
         stored_ips = self._retry("read this node's stored public IPs", self.sm.stored_public_ips)
         if stored_ips is None:
             return False
-        stored_ip = stored_ips[0]
-        if stored_ip:
-            log.info("using public IP %s from the node's node-public-ip annotation", stored_ip)
+        for stored, name in zip(stored_ips, ("node-public-ip", "node-public-ipv6"), strict=True):
+            if stored:
+                log.info("using public IP %s from the node's %s annotation", stored, name)
         ext = select_interface(
             self.opts.iface,
-            stored_ip or self.opts.public_ip,
+            stored_ips[0] or self.opts.public_ip,
             ipr=self.ipr,
             regexes=self.opts.iface_regex,
             can_reach=self.opts.iface_can_reach,
+            public_ipv6=stored_ips[1] or self.opts.public_ipv6,
+            families=cfg.families,
         )
-        log.info(
-            "using interface %s (index %d, MTU %d), address %s, public IP %s",
-            ext.name,
-            ext.index,
-            ext.mtu,
-            ext.iface_addr,
-            ext.ext_addr,
-        )
+        for version in cfg.families:
+            log.info("using interface %s (index %d, MTU %d), IPv%d address %s, public IP %s",
+                     ext.name, ext.index, ext.mtu, version,
+                     ext.iface_addr if version == 4 else ext.iface_v6_addr,
+                     ext.ext(version))  # fmt: skip
+        if 4 not in cfg.families and (stored_ips[0] or self.opts.public_ip):
+            log.warning("--public-ip is ignored: the network is IPv6-only (EnableIPv4 false)")
         if cfg.backend_type == hostgw.BACKEND_TYPE:
-            hostgw.check_not_behind_nat(ext.name, ext.iface_addr, ext.ext_addr)
+            for version in cfg.families:
+                iface_addr = ext.iface_addr if version == 4 else ext.iface_v6_addr
+                hostgw.check_not_behind_nat(ext.name, iface_addr or "", ext.ext(version) or "")
             log.info("backend host-gw: routes to peers' subnets via their public IPs on %s",
                      ext.name)  # fmt: skip
-            self.device = hostgw.HostGwRoutes(ext.index, ext.mtu)
             self._peer_from_lease = hostgw.peer_from_lease
-            attrs = hostgw.lease_attrs(ext.ext_addr)
+            for version in cfg.families:
+                self._add_overlay(version, hostgw.HostGwRoutes(ext.index, ext.mtu, version))
+            attrs = hostgw.lease_attrs(ext.ext_addr or UNSET_IPV4, ext.ext_v6_addr or None)
         elif vx is None:
             log.info("backend alloc: leasing a subnet only (no device, no peers)")
             self.mtu = alloc.pod_mtu(ext.mtu)
-            attrs = alloc.lease_attrs(ext.ext_addr)
+            attrs = alloc.lease_attrs(ext.ext_addr or UNSET_IPV4)
         else:
             macs = self._retry("read this node's stored VTEP MACs", self.sm.stored_macs)
             if macs is None:
                 return False
-            self.device = VxlanDevice(vx, 4, ext.ext_addr, ext.index, ext.mtu, macs[0], self.ipr)
-            self.device.ensure_device()
+            data: dict[int, dict[str, Any]] = {}
+            for version in cfg.families:
+                # the first device shares the daemon's netlink socket; a second (dual stack)
+                # gets its own, since its reconciler runs in a thread of its own
+                device = VxlanDevice(vx, version, ext.ext(version), ext.index, ext.mtu,
+                                     macs[0 if version == 4 else 1],
+                                     None if self.overlays else self.ipr)  # fmt: skip
+                device.ensure_device()
+                self._add_overlay(version, device)
+                data[version] = backend_data(vx.vni, device.mac)
             attrs = LeaseAttrs(
-                public_ip=ipaddress.IPv4Address(ext.ext_addr),
+                public_ip=ipaddress.IPv4Address(ext.ext_addr or UNSET_IPV4),
+                public_ipv6=ipaddress.IPv6Address(ext.ext_v6_addr) if ext.ext_v6_addr else None,
                 backend_type="vxlan",
-                backend_data=backend_data(vx.vni, self.device.mac),
+                backend_data=data.get(4),
+                backend_v6_data=data.get(6),
             )
         lease = self._acquire(cfg, attrs)
         if lease is None:
             return False
         self._use_lease(lease)
-        if self.device is None:
+        if not self.overlays:
             self.obs.no_datapath()
         return True
 
+    def _add_overlay(self, version: int, device: VxlanDevice | hostgw.HostGwRoutes) -> None:
+        """Program peers of IP `version` through `device`. The first overlay reads the daemon's
+        peer table; a second (dual stack) a mirror table holding the same records."""
+        first = not self.overlays
+        self.overlays.append(Overlay(version, device, self.table if first else PeerTable()))
+
+    @property
+    def tables(self) -> list[PeerTable[VxlanPeer]]:
+        """The peer tables to update: one per device."""
+        return [o.table for o in self.overlays] or [self.table]
+
     @property
     def pod_mtu(self) -> int:
-        """FLANNEL_MTU, bytes: the device's MTU (vxlan), else the external interface's (alloc)."""
-        return self.device.mtu if self.device is not None else self.mtu
+        """FLANNEL_MTU, bytes: the smallest device MTU (vxlan; in dual stack the IPv6 device's,
+        whose underlay overhead is larger, so pods' packets fit both; decisions #6), else the
+        external interface's (alloc)."""
+        return min((o.device.mtu for o in self.overlays), default=self.mtu)
 
     def _retry(self, what: str, call: Callable[[], T]) -> T | None:
         """`call()`, retried with backoff (1 s doubling to 30 s) while the datastore is
@@ -273,42 +356,56 @@ class Daemon:
         return None
 
     def _use_lease(self, lease: Lease) -> None:
-        """Make `lease` this node's: device address, subnet.env, peer filter."""
-        assert self.cfg is not None and lease.subnet is not None
+        """Make `lease` this node's: device addresses, subnet.env, peer filter.
+
+        Raises ValueError when the lease lacks a subnet of an enabled family."""
+        cfg = self.cfg
+        assert cfg is not None
+        for version in cfg.families:
+            if subnet_of(lease, version) is None:
+                raise ValueError(f"IPv{version} is enabled but the lease {lease.key} has no "
+                                 f"IPv{version} subnet")  # fmt: skip
         old = self.lease
         self.lease = lease
         self.obs.lease(lease.subnet, lease.ipv6_subnet, lease.attrs.public_ip, lease.expiration,
                        lease.key)  # fmt: skip
-        if self.device is not None:
-            self.device.set_address(str(lease.subnet.network_address), str(self.cfg.network))
-        env = SubnetEnv(self.cfg.network, lease.subnet, None, None, self.pod_mtu, self.opts.ip_masq)
+        for o in self.overlays:
+            network = cfg.family(o.version).network
+            o.device.set_address(str(subnet_of(lease, o.version).network_address), str(network))
+        env = SubnetEnv(
+            cfg.network if 4 in cfg.families else None,
+            lease.subnet,
+            cfg.ipv6_network if 6 in cfg.families else None,
+            lease.ipv6_subnet,
+            self.pod_mtu,
+            self.opts.ip_masq,
+        )
         try:
             write_subnet_env(self.opts.subnet_file, env)
             self.obs.subnet_env()
-            log.info(
-                "wrote %s: FLANNEL_SUBNET=%s FLANNEL_MTU=%d",
-                self.opts.subnet_file,
-                f"{lease.subnet.network_address + 1}/{lease.subnet.prefixlen}",
-                self.pod_mtu,
-            )
+            log.info("wrote %s: %s", self.opts.subnet_file,
+                     " ".join(env.render().split("\n")).strip())  # fmt: skip
         except OSError as err:
             log.error("could not write %s: %s", self.opts.subnet_file, err)
-        before = (
-            old.subnet if old is not None else previous_cidr(self.previous, "FLANNEL_SUBNET", 4)
-        )
-        rules = self.rules
-        network = self.cfg.network
-        if old is not None and old.subnet != lease.subnet and rules is not None and network:
-            rules.change([Family(network, lease.subnet, network, old.subnet)])
-        if before is not None and before != lease.subnet:
-            log.warning(
-                "this node's subnet changed from %s to %s (the old one is gone or leased by "
-                "another node); pods started before keep addresses of the old subnet until they "
-                "are recreated",
-                before,
-                lease.subnet,
+        for version in cfg.families:
+            now = subnet_of(lease, version)
+            before = (
+                subnet_of(old, version)
+                if old is not None
+                else previous_cidr(self.previous, ENV_KEYS[version][1], version)
             )
-        if self.table.remove(lease.key):
+            if before is not None and before != now:
+                log.warning(
+                    "this node's subnet changed from %s to %s (the old one is gone or leased by "
+                    "another node); pods started before keep addresses of the old subnet until "
+                    "they are recreated",
+                    before,
+                    now,
+                )
+        rules = self.rules
+        if rules is not None and old is not None and not same_subnets(old, lease, cfg.families):
+            rules.change(self._rule_families(old))
+        if self._remove_peer(lease.key):
             log.info("dropped %s from the peer table: it is now this node's lease", lease.key)
         if old is not None and old.key != lease.key and old.key in self._foreign_own:
             # another node took our old subnet while it was still ours: it is a peer now
@@ -320,9 +417,11 @@ class Daemon:
         self.obs.invalid()
 
     def _is_own(self, key: str, lease: Lease) -> bool:
-        own = self.lease
-        return own is not None and (
-            key == self.sm.own_key(own) or (lease.subnet is not None and lease.subnet == own.subnet)
+        own, cfg = self.lease, self.cfg
+        return (
+            own is not None
+            and cfg is not None
+            and (key == self.sm.own_key(own) or same_subnets(lease, own, cfg.families))
         )
 
     def _peer(self, lease: Lease) -> VxlanPeer | None:
@@ -345,11 +444,32 @@ class Daemon:
             self._other_backends[lease.key] = lease.attrs.backend_type
             log.warning("ignoring peer lease %s: backend type %r, not %s", lease.key,
                         lease.attrs.backend_type, self.cfg and self.cfg.backend_type)  # fmt: skip
+        if peer is not None:
+            self._note_partial(lease)
         return peer
 
+    def _note_partial(self, lease: Lease) -> None:
+        """Log once per peer and problem when a vxlan peer lacks the part of an enabled family
+        (a dual-stack network with an IPv4-only node): it is reached over the families it has."""
+        assert self.cfg is not None
+        missing = {v: missing_part(lease, v) for v in self.cfg.families}
+        problem = "; ".join(f"IPv{v}: {why}" for v, why in missing.items() if why)
+        if not problem:
+            self._partial_peers.pop(lease.key, None)
+        elif self._partial_peers.get(lease.key) != problem:
+            self._partial_peers[lease.key] = problem
+            usable = [f"IPv{v}" for v, why in missing.items() if not why]
+            log.warning("peer lease %s has %s; %s", lease.key, problem,
+                        f"reachable over {' and '.join(usable)} only" if usable
+                        else "it cannot be reached")  # fmt: skip
+
     def _check_subnets(self, lease: Lease) -> None:
-        check_peer_subnet(lease, self.cfg.network if self.cfg else None,
-                          self.lease.subnet if self.lease else None)  # fmt: skip
+        cfg, own = self.cfg, self.lease
+        if cfg is None:
+            return
+        for version in cfg.families:
+            check_peer_subnet(lease, cfg.family(version).network,
+                              subnet_of(own, version) if own else None, version)  # fmt: skip
 
     def _on_snapshot(self, items: list[tuple[str, Lease]]) -> None:
         own = self.lease
@@ -382,7 +502,8 @@ class Daemon:
                 records.append((key, peer))
         self._snapshot_budget, self._snapshot_quiet = SNAPSHOT_PEER_LOGS, 0
         try:
-            self.table.reset(records)
+            for table in self.tables:
+                table.reset(records)
         finally:
             self._snapshot_budget = None
         if self._snapshot_quiet:
@@ -411,27 +532,40 @@ class Daemon:
         except PeerFormatError:
             return  # keep the peer's last good state (decisions #2)
         if peer is None:
-            self.table.remove(key)  # the peer switched to another backend
+            self._remove_peer(key)  # the peer switched to another backend
         else:
-            self.table.upsert(key, peer)
+            for table in self.tables:
+                table.upsert(key, peer)
 
     def _on_delete(self, key: str) -> None:
         self._track_key(key, None)
         self._foreign_own.pop(key, None)
+        self._partial_peers.pop(key, None)
         own = self.lease
         if own is not None and key == self.sm.own_key(own):
             if self.sm.renews:
                 log.warning("this node's lease %s was deleted or expired", own.key)
                 self.lease_lost.set()
             return
-        self.table.remove(key)
+        self._remove_peer(key)
+
+    def _remove_peer(self, key: str) -> bool:
+        """Drop a peer from every table; False when it was not known."""
+        removed = [table.remove(key) for table in self.tables]
+        return removed[0]
 
     def _count_subnets(self) -> None:
-        """flannel_network_subnets: how full the network is (etcd mode)."""
+        """flannel_network_subnets: how full the network is (etcd mode), in the first enabled
+        family (IPv4 unless the network is IPv6-only)."""
         cfg = self.cfg
-        if not self.sm.renews or cfg is None or cfg.subnet_min is None or cfg.subnet_max is None:
+        if not self.sm.renews or cfg is None or not cfg.families:
             return
-        capacity = ((int(cfg.subnet_max) - int(cfg.subnet_min)) >> (32 - cfg.subnet_len)) + 1
+        version = cfg.families[0]
+        fam = cfg.family(version)
+        if fam.subnet_min is None or fam.subnet_max is None:
+            return
+        bits = (32 if version == 4 else 128) - fam.subnet_len
+        capacity = ((int(fam.subnet_max) - int(fam.subnet_min)) >> bits) + 1
         counts = self._subnet_counts
         self.obs.metrics.count_subnets(capacity, counts[(True, False)], counts[(True, True)])
 
@@ -442,8 +576,10 @@ class Daemon:
             old = self.subnet_keys.pop(key, None)
             if old is not None:
                 self._subnet_counts[old] -= 1
-            if lease is not None and self.cfg is not None:
-                state = _KEY_STATES[(fits(self.cfg, 4, lease.subnet), lease.lease_id == 0)]
+            if lease is not None and self.cfg is not None and self.cfg.families:
+                version = self.cfg.families[0]
+                in_range = fits(self.cfg, version, subnet_of(lease, version))
+                state = _KEY_STATES[(in_range, lease.lease_id == 0)]
                 self.subnet_keys[key] = state
                 self._subnet_counts[state] += 1
             if count:
@@ -451,7 +587,15 @@ class Daemon:
 
     def _peer_changed(self, key: str, change: str, peer: VxlanPeer | None) -> None:
         self.obs.peer_event(change)
-        self.obs.peers(len(self.table), 0)  # O(1) per event: IPv4-only so far
+        counts = {4: 0, 6: 0}  # peers with an entry of each enabled family
+        for version in self.cfg.families if self.cfg is not None else ():
+            lacking = self._lacking[version]
+            if peer is None or (peer.v4 if version == 4 else peer.v6) is not None:
+                lacking.discard(key)
+            else:
+                lacking.add(key)
+            counts[version] = len(self.table) - len(lacking)
+        self.obs.peers(counts[4], counts[6])
         self._log_peer(key, change, peer)
 
     def _log_peer(self, key: str, change: str, peer: VxlanPeer | None) -> None:
@@ -466,12 +610,14 @@ class Daemon:
                 level = logging.DEBUG
         if not log.isEnabledFor(level):
             return
-        if peer is not None and peer.v4 is not None and peer.v4.direct:  # host-gw: no VTEP
-            log.log(level, "peer %s: %s (public IP %s)", change, peer.v4.subnet, peer.v4.public_ip)
-        elif peer is not None and peer.v4 is not None:
-            log.log(level, "peer %s: %s (public IP %s, VTEP MAC %s)", change, peer.v4.subnet,
-                    peer.v4.public_ip, peer.v4.vtep_mac)  # fmt: skip
-        else:
+        entries = [e for e in (peer.v4, peer.v6) if e is not None] if peer is not None else []
+        for e in entries:
+            if e.direct:  # host-gw: no VTEP
+                log.log(level, "peer %s: %s (public IP %s)", change, e.subnet, e.public_ip)
+            else:
+                log.log(level, "peer %s: %s (public IP %s, VTEP MAC %s)", change, e.subnet,
+                        e.public_ip, e.vtep_mac)  # fmt: skip
+        if not entries:
             log.log(level, "peer %s: %s", change, key)
 
     # --- workers --------------------------------------------------------------------------------
@@ -483,33 +629,21 @@ class Daemon:
         overwritten), none in kube mode.
         """
         threads: dict[str, threading.Thread] = {}
-        if self.device is not None or self.sm.renews:
+        if self.overlays or self.sm.renews:
             threads["watch"] = threading.Thread(
                 target=self.sm.watch_leases,
                 name="watch",
                 daemon=True,
                 args=(self._on_snapshot, self._on_put, self._on_delete, self.stop, self.obs.watch),
             )
-        if self.device is not None:
-            select, reselect, period = _reconcile_args(self.device, self.opts.resync_period)
-            reconciler = Reconciler(
-                self.table, self.device, select, resync_period=period, reselect=reselect
+        self._reconcilers = reconcilers = [self._reconciler(o) for o in self.overlays]
+        for o, reconciler in zip(self.overlays, reconcilers, strict=True):
+            name = "reconcile" if o.version == 4 else "reconcile-v6"
+            threads[name] = threading.Thread(
+                target=reconciler.run, name=name, daemon=True, args=(self.stop,)
             )
-            reconciler.on_write = self.obs.write
-            reconciler.on_programmed = self.obs.programmed
-
-            def on_pass(kind: str, result: SyncResult, seconds: float) -> None:
-                self.obs.sync_pass(kind, result, seconds, len(reconciler.programmed))
-                if kind == "full":
-                    release_free_memory()  # the listing's and the pass's garbage
-                    if gc.get_freeze_count() == 0:  # the start-up objects live as long
-                        gc.freeze()  # as the daemon: keep them out of later collections
-
-            reconciler.on_pass = on_pass
-            self.obs.loop_heartbeat = lambda: reconciler.heartbeat
-            threads["reconcile"] = threading.Thread(
-                target=reconciler.run, name="reconcile", daemon=True, args=(self.stop,)
-            )
+        if reconcilers:
+            self.obs.loop_heartbeat = lambda: min(r.heartbeat for r in reconcilers)
         if self.opts.ip_blackhole_route:
             threads["blackhole"] = threading.Thread(
                 target=self._keep_blackhole_route, name="blackhole", daemon=True
@@ -530,48 +664,93 @@ class Daemon:
         for t in threads.values():
             t.join(timeout=5)
 
+    def _reconciler(self, overlay: Overlay) -> Reconciler[VxlanPeer]:
+        """The worker that keeps `overlay`'s device in line with its table, reporting to the
+        observer; the first sync is complete once every device has had a full pass."""
+        select, reselect, period = _reconcile_args(overlay, self.opts.resync_period)
+        reconciler = Reconciler(overlay.table, overlay.device, select, resync_period=period,
+                                reselect=reselect)  # fmt: skip
+        reconciler.on_write = self.obs.write
+        reconciler.on_programmed = self.obs.programmed
+        synced = self._synced_families
+
+        def on_pass(kind: str, result: SyncResult, seconds: float) -> None:
+            if kind == "full":
+                synced.add(overlay.version)
+            programmed = [len(r.programmed) for r in self._reconcilers]
+            complete = len(synced) == len(self.overlays)
+            self.obs.sync_pass(kind, result, seconds, max(programmed), complete, sum(programmed))
+            if kind == "full":
+                release_free_memory()  # the listing's and the pass's garbage
+                if complete and gc.get_freeze_count() == 0:  # the start-up objects live as
+                    gc.freeze()  # long as the daemon: keep them out of later collections
+
+        reconciler.on_pass = on_pass
+        return reconciler
+
     def _keep_blackhole_route(self) -> None:
         """`--ip-blackhole-route`: every `--iptables-resync` seconds (the first time after one
-        period, as flanneld), add a blackhole route for this node's subnet when there is none,
-        so that traffic to its unused addresses is dropped here rather than routed out."""
+        period, as flanneld), add a blackhole route for this node's subnet of each family when
+        there is none, so that traffic to its unused addresses is dropped here rather than
+        routed out."""
         ipr = IPRoute()
         try:
-            last_error = ""
+            last_error: dict[int, str] = {}  # per IP version
             while not self.stop.wait(float(self.opts.iptables_resync)):
                 lease = self.lease
-                if lease is None or lease.subnet is None:
-                    continue
-                try:
-                    if ensure_blackhole(ipr, str(lease.subnet)):
-                        log.info("added a blackhole route for %s", lease.subnet)
-                    last_error = ""
-                except (NetlinkError, OSError) as err:
-                    if str(err) != last_error:
-                        last_error = str(err)
-                        log.error("could not add the blackhole route for %s: %s",
-                                  lease.subnet, err)  # fmt: skip
+                for subnet in (lease.subnet, lease.ipv6_subnet) if lease is not None else ():
+                    if subnet is None:
+                        continue
+                    try:
+                        if ensure_blackhole(ipr, str(subnet)):
+                            log.info("added a blackhole route for %s", subnet)
+                        last_error.pop(subnet.version, None)
+                    except (NetlinkError, OSError) as err:
+                        if str(err) != last_error.get(subnet.version):
+                            last_error[subnet.version] = str(err)
+                            log.error("could not add the blackhole route for %s: %s",
+                                      subnet, err)  # fmt: skip
         finally:
             ipr.close()
 
     def _traffic_rules(self) -> TrafficRules | None:
         """Remove the other mode's rules and write the masquerade (`--ip-masq`) and forward
-        (`--iptables-forward-rules`) rules for this lease, in iptables or, with EnableNFTables,
-        nftables mode (`backend.traffic`); iptables mode first removes the masquerade rules of
-        the previous subnet.env's network and subnet when they differ. None without a lease.
-        Errors are logged: the overlay works without the rules (flanneld exits instead)."""
+        (`--iptables-forward-rules`) rules of every enabled family for this lease, in iptables
+        (ip6tables) or, with EnableNFTables, nftables mode (`backend.traffic`); iptables mode
+        first removes the masquerade rules of the previous subnet.env's network and subnet when
+        they differ. None without a lease. Errors are logged: the overlay works without the
+        rules (flanneld exits instead)."""
         if self.lease is None:
             return None
-        assert self.cfg is not None and self.cfg.network is not None
-        assert self.lease.subnet is not None
+        assert self.cfg is not None
         opts = self.opts
         rules = TrafficRules(nftables=self.cfg.enable_nftables, ip_masq=opts.ip_masq,
                              forward=opts.iptables_forward_rules,
                              random_fully_disable=opts.ip_masq_fully_random_disable,
                              resync=float(opts.iptables_resync))  # fmt: skip
-        previous = (previous_cidr(self.previous, "FLANNEL_NETWORK", 4),
-                    previous_cidr(self.previous, "FLANNEL_SUBNET", 4))  # fmt: skip
-        rules.start([Family(self.cfg.network, self.lease.subnet, *previous)])
+        rules.start(self._rule_families(None))
         return rules
+
+    def _rule_families(self, old: Lease | None) -> list[Family]:
+        """The traffic rules' inputs per enabled family: the cluster network and this node's
+        subnet, with the previous ones: `old` lease's when the subnet changed while running,
+        else those of the previous subnet.env."""
+        families = []
+        for version, network, subnet in self._own_networks():
+            net = ipaddress.ip_network(network)
+            old_net, old_subnet = (
+                (net, subnet_of(old, version))
+                if old is not None
+                else (previous_cidr(self.previous, k, version) for k in ENV_KEYS[version])
+            )
+            families.append(Family(net, ipaddress.ip_network(subnet), old_net, old_subnet))
+        return families
+
+    def _own_networks(self) -> list[tuple[int, str, str]]:
+        """(IP version, cluster network, this node's subnet), CIDR text, per enabled family."""
+        cfg, lease = self.cfg, self.lease
+        assert cfg is not None and lease is not None
+        return [(v, str(cfg.family(v).network), str(subnet_of(lease, v))) for v in cfg.families]
 
     def _complete_lease(self) -> None:
         """Once the first peer sync is in the kernel, tell the datastore the network is up
@@ -628,9 +807,9 @@ class Daemon:
     def close(self) -> None:
         """Release sockets; the kernel state and subnet.env stay as they are."""
         self.sm.close()
-        if self.device is not None:
-            self.device.close()  # a VxlanDevice closes the shared netlink socket
-        if not isinstance(self.device, VxlanDevice) and self.ipr is not None:
+        for o in self.overlays:
+            o.device.close()  # a first VxlanDevice closes the shared netlink socket
+        if not any(isinstance(o.device, VxlanDevice) for o in self.overlays) and self.ipr:
             self.ipr.close()
 
 
@@ -638,17 +817,22 @@ def _select_v4(peer: VxlanPeer) -> PeerEntry | None:
     return peer.v4
 
 
+def _select_v6(peer: VxlanPeer) -> PeerEntry | None:
+    return peer.v6
+
+
 def _reconcile_args(
-    device: VxlanDevice | hostgw.HostGwRoutes, resync: float
+    overlay: Overlay, resync: float
 ) -> tuple[Callable[[VxlanPeer], PeerEntry | None], Callable[[], None] | None, float]:
-    """The reconciler's (select, reselect, full-pass period) for the device: VXLAN with
+    """The reconciler's (select, reselect, full-pass period) for an overlay: VXLAN with
     DirectRouting decides per peer (re-evaluated every full pass); host-gw checks its routes at
     least every 10 s, as flanneld."""
+    select, device = select_entry(overlay.version), overlay.device
     if isinstance(device, hostgw.HostGwRoutes):
-        return _select_v4, None, hostgw.resync_period(resync)
+        return select, None, hostgw.resync_period(resync)
     if device.direct_routing:
-        return (lambda peer: device.select(peer.v4)), device.reselect, resync
-    return _select_v4, None, resync
+        return (lambda peer: device.select(select(peer))), device.reselect, resync
+    return select, None, resync
 
 
 def run(opts: Options) -> int:

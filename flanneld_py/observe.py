@@ -141,17 +141,30 @@ class Observer:
     def programmed(self, seconds: float) -> None:
         self.metrics.event_to_programmed.observe(seconds)
 
-    def sync_pass(self, kind: str, result: SyncResult, seconds: float, peers: int) -> None:
-        """A reconcile pass ended; `peers` is the number of peers now programmed."""
+    def sync_pass(
+        self,
+        kind: str,
+        result: SyncResult,
+        seconds: float,
+        peers: int,
+        complete: bool = True,
+        entries: int | None = None,
+    ) -> None:
+        """A reconcile pass ended; `peers` is the number of peers now programmed, `entries` the
+        number of entries of each kind on all devices (default `peers`: one device).
+        `complete` is False while another device (dual stack: the other family's) has not
+        finished its first full pass: the first sync is not done yet."""
         self.metrics.sync_duration.labels(kind).observe(seconds)
         for k in ("route", "neigh", "fdb"):
-            self.metrics.dataplane_entries.labels(k).set(peers)
+            self.metrics.dataplane_entries.labels(k).set(peers if entries is None else entries)
         if kind != "full":
             self.state.update(peers=peers)
             return
         if self.first_sync.is_set():  # after the first pass, a full pass only finds drift
             for k, n in result.by_kind.items():
                 self.metrics.drift_repairs.labels(k).inc(n)
+        if not complete:
+            return
         now = self.clock()
         self.last_full_sync = now
         self.metrics.last_sync.set(now)

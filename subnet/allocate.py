@@ -118,6 +118,7 @@ def choose_subnets(
     its size when no subnet is free.
     """
     rng = rng or random.Random()
+    v6_only = not cfg.enable_ipv4
     stale: list[Lease] = []
     for lease in leases:
         mine = (
@@ -133,7 +134,7 @@ def choose_subnets(
                 lease.ipv6_subnet,
                 reuse=lease,
                 stale=stale,
-                reason=f"existing lease of public IP {public_ip or public_ipv6}",
+                reason=f"existing lease of public IP {public_ipv6 if v6_only else public_ip}",
             )
         stale.append(lease)
     stale_keys = {s.key for s in stale}

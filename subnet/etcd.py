@@ -200,7 +200,7 @@ class EtcdRegistry:
             secure = https and creds is not None
             out.append(
                 pyetcd.Endpoint(
-                    host,
+                    f"[{host}]" if ":" in host else host,  # gRPC's target: [2001:db8::fe]:2379
                     port,
                     secure=secure,
                     creds=creds if secure else None,

@@ -533,6 +533,8 @@ class _HTTPServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], api: ApiServer) -> None:
         self.api = api
+        if ":" in address[0]:  # an IPv6 host
+            self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
 
 

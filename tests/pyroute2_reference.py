@@ -93,10 +93,11 @@ def dump_fdb(ipr: IPRoute, index: int, family: int) -> set[tuple[str, str]]:
 
 
 def dump_routes(ipr: IPRoute, index: int, family: int) -> dict[str, str | None]:
-    """Routes through the link in the main table: {"dst/len": gateway or None}."""
+    """Routes through the link in the main table, but the kernel's own (proto kernel):
+    {"dst/len": gateway or None}."""
     out: dict[str, str | None] = {}
     for m in ipr.route("dump", oif=index, table=MAIN_TABLE, family=family):
-        if m.get("RTA_OIF") != index or not m.get("RTA_DST"):
+        if m.get("RTA_OIF") != index or not m.get("RTA_DST") or m["proto"] == 2:
             continue
         out[f"{m.get('RTA_DST')}/{m['dst_len']}"] = m.get("RTA_GATEWAY")
     return out

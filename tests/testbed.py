@@ -43,6 +43,10 @@ CNI_PLUGINS = Path("/usr/lib/cni")
 UNDERLAY_GW = "198.18.0.254"
 ETCD_URL = f"http://{UNDERLAY_GW}:2379"
 DEFAULT_NETWORK = '{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}'
+# the IPv6 underlay of a testbed built with families including 6 (documentation prefix)
+UNDERLAY_GW6 = "2001:db8::fe"
+ETCD_URL6 = f"http://[{UNDERLAY_GW6}]:2379"
+POD_NETWORK6 = "fd10:244::/56"  # IPv6 pod network: exists only inside node and pod namespaces
 
 T = TypeVar("T")
 
@@ -169,6 +173,7 @@ class Pod:
     container_id: str
     node: Node
     ip: str = ""
+    ip6: str = ""  # its IPv6 address, in a network with IPv6
 
 
 @dataclass
@@ -182,6 +187,7 @@ class Node:
     process: subprocess.Popen[bytes] | None = None
     pods: list[Pod] = field(default_factory=list)
     host_if: str = ""
+    address6: str = ""  # its IPv6 underlay address, on a testbed with an IPv6 underlay
 
     @property
     def name(self) -> str:
@@ -215,7 +221,16 @@ class Testbed:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, mtu: int = 1500, etcd_prefix: str = "/coreos.com/network") -> None:
+    def __init__(
+        self,
+        mtu: int = 1500,
+        etcd_prefix: str = "/coreos.com/network",
+        families: tuple[int, ...] = (4,),
+    ) -> None:
+        """`families`: the nodes' underlay address families, (4,), (6,) or (4, 6). With 6 the
+        bridge also has 2001:db8::fe/64 and the nodes 2001:db8::<i>/64 and an IPv6 default
+        route; without 4 the nodes have no IPv4 address and reach etcd over IPv6 (the bridge
+        keeps its IPv4 address for the test's own etcd client)."""
         if not in_private_netns():
             raise TestbedError(
                 "refusing to run in the machine's own network namespace; run "
@@ -227,6 +242,7 @@ class Testbed:
         self.prefix = f"fpy{os.getpid()}-"
         self.mtu = mtu
         self.etcd_prefix = etcd_prefix
+        self.families = families
         self.workdir = Path(tempfile.mkdtemp(prefix=self.prefix))
         self.nodes: list[Node] = []
         self.etcd: subprocess.Popen[bytes] | None = None
@@ -243,6 +259,8 @@ class Testbed:
         sh(["ip", "link", "set", "lo", "up"])
         sh(["ip", "link", "add", "br0", "mtu", str(self.mtu), "type", "bridge"])
         sh(["ip", "addr", "add", f"{UNDERLAY_GW}/24", "dev", "br0"])
+        if 6 in self.families:
+            sh(["ip", "addr", "add", f"{UNDERLAY_GW6}/64", "dev", "br0", "nodad"])
         sh(["ip", "link", "set", "br0", "up"])
 
     def _setup_cni_bin(self) -> None:
@@ -258,8 +276,9 @@ class Testbed:
     def start_etcd(self) -> None:
         """Start etcd on the underlay address and wait until it answers."""
         peer = "http://127.0.0.1:2380"
+        urls = ",".join([ETCD_URL] + ([ETCD_URL6] if 6 in self.families else []))
         args = ["--name", "fpy", "--data-dir", str(self.workdir / "etcd"),
-                "--listen-client-urls", ETCD_URL, "--advertise-client-urls", ETCD_URL,
+                "--listen-client-urls", urls, "--advertise-client-urls", urls,
                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                 "--initial-cluster", f"fpy={peer}", "--log-level", "warn"]  # fmt: skip
         with open(self.workdir / "etcd.log", "ab") as log:
@@ -279,11 +298,13 @@ class Testbed:
     def start_kubeapi(self, net_conf: str = DEFAULT_NETWORK) -> ApiServer:
         """Start the Kubernetes API emulator on the underlay address, with flannel's RBAC rights
         for the daemons' token, and write their kubeconfig and net-conf.json. Nodes added after
-        this get a Node object with podCIDR 10.244.<i>.0/24, as the controller manager would."""
+        this get a Node object with podCIDR 10.244.<i>.0/24 (and fd10:244:0:<i>::/64 on a
+        testbed with IPv6; only that one without IPv4), as the controller manager would."""
         from tests.kubeapi import FLANNEL_RULES
         from tests.kubeapi import ApiServer as Server
 
-        self.kubeapi = Server(host=UNDERLAY_GW, port=6443, tokens={"flannel": FLANNEL_RULES},
+        host = UNDERLAY_GW if 4 in self.families else UNDERLAY_GW6  # what the nodes reach
+        self.kubeapi = Server(host=host, port=6443, tokens={"flannel": FLANNEL_RULES},
                               bookmark_interval=5.0).start()  # fmt: skip
         self.kubeapi.write_kubeconfig(self.workdir / "kubeconfig", token="flannel")
         (self.workdir / "net-conf.json").write_text(net_conf)
@@ -342,13 +363,23 @@ class Testbed:
         )
         sh(["ip", "link", "set", host_if, "master", "br0", "up"])
         self.node_sh(node, "ip", "link", "set", "lo", "up")
-        self.node_sh(node, "ip", "addr", "add", f"{node.address}/24", "dev", "eth0")
+        if 4 in self.families:
+            self.node_sh(node, "ip", "addr", "add", f"{node.address}/24", "dev", "eth0")
+        if 6 in self.families:
+            node.address6 = f"2001:db8::{i}"
+            self.node_sh(node, "ip", "addr", "add", f"{node.address6}/64", "dev", "eth0", "nodad")
         self.node_sh(node, "ip", "link", "set", "eth0", "mtu", str(self.mtu), "up")
-        self.node_sh(node, "ip", "route", "add", "default", "via", UNDERLAY_GW)
+        if 4 in self.families:
+            self.node_sh(node, "ip", "route", "add", "default", "via", UNDERLAY_GW)
         self.node_sh(node, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+        if 6 in self.families:
+            self.node_sh(node, "ip", "-6", "route", "add", "default", "via", UNDERLAY_GW6)
+            self.node_sh(node, "sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1")
         self.nodes.append(node)
         if self.kubeapi is not None and pod_cidr:
-            self.kubeapi.add_node(node.name, pod_cidrs=[f"10.244.{i}.0/24"],
+            cidrs = [f"10.244.{i}.0/24"] if 4 in self.families else []
+            cidrs += [f"fd10:244:0:{i}::/64"] if 6 in self.families else []
+            self.kubeapi.add_node(node.name, pod_cidrs=cidrs,
                                   internal_ip=node.address)  # fmt: skip
         return node
 
@@ -385,7 +416,8 @@ class Testbed:
             if "POD_NAME" not in extra_env:
                 env["NODE_NAME"] = node.name
         else:
-            cmd += [f"--etcd-endpoints={ETCD_URL}", f"--etcd-prefix={self.etcd_prefix}"]
+            url = ETCD_URL if 4 in self.families else ETCD_URL6
+            cmd += [f"--etcd-endpoints={url}", f"--etcd-prefix={self.etcd_prefix}"]
         env.update(extra_env)
         cmd += extra
         with open(node.log_file, "ab") as log:
@@ -407,7 +439,8 @@ class Testbed:
         return end_process(proc, sig, timeout)
 
     def wait_subnet(self, node: Node, timeout: float = 60) -> str:
-        """Wait for the node's subnet.env; returns FLANNEL_SUBNET."""
+        """Wait for the node's subnet.env; returns FLANNEL_SUBNET (FLANNEL_IPV6_SUBNET in an
+        IPv6-only network)."""
 
         def probe() -> str:
             if node.process is not None and node.process.poll() is not None:
@@ -415,7 +448,8 @@ class Testbed:
                     f"flanneld-py on {node.name} exited with "
                     f"{node.process.returncode}:\n{node.log()[-3000:]}"
                 )
-            return node.subnet_env().get("FLANNEL_SUBNET", "")
+            env = node.subnet_env()
+            return env.get("FLANNEL_SUBNET") or env.get("FLANNEL_IPV6_SUBNET", "")
 
         try:
             return wait_for(f"{node.name}'s subnet.env", probe, timeout)
@@ -423,8 +457,10 @@ class Testbed:
             raise TestbedError(f"{err}\n--- {node.name} log ---\n{node.log()[-3000:]}") from None
 
     def routes(self, node: Node, dev: str = "flannel.1") -> set[str]:
-        """Destinations of the node's routes through the overlay device."""
-        res = self.node_sh(node, "ip", "-j", "route", "show", "dev", dev, check=False)
+        """Destinations of the node's routes through the overlay device (IPv6 routes for
+        `flannel-v6.<VNI>`)."""
+        family = ["-6"] if dev.startswith("flannel-v6") else []
+        res = self.node_sh(node, "ip", *family, "-j", "route", "show", "dev", dev, check=False)
         if res.returncode != 0 or not res.stdout.strip():
             return set()
         return {r["dst"] for r in json.loads(res.stdout)}
@@ -456,16 +492,29 @@ class Testbed:
 
         return str(ipaddress.ip_interface(node.subnet_env()["FLANNEL_SUBNET"]).network)
 
+    def subnet6_of(self, node: Node) -> str:
+        """The node's IPv6 subnet in CIDR form (`fd10:244:0:3::/64`), from its subnet.env."""
+        import ipaddress
+
+        return str(ipaddress.ip_interface(node.subnet_env()["FLANNEL_IPV6_SUBNET"]).network)
+
     def wait_converged(self, timeout: float = 60) -> None:
-        """Wait until every running node has a route to every other running node's subnet."""
+        """Wait until every running node has a route to every other running node's subnet (of
+        each family its subnet.env has, through that family's device)."""
         running = [n for n in self.nodes if n.process is not None]
         for node in running:
-            want = {self.subnet_of(o) for o in running if o is not node}
+            for key, dev, subnet in (
+                ("FLANNEL_SUBNET", "flannel.1", self.subnet_of),
+                ("FLANNEL_IPV6_SUBNET", "flannel-v6.1", self.subnet6_of),
+            ):
+                if key not in node.subnet_env():
+                    continue
+                want = {subnet(o) for o in running if o is not node}
 
-            def has_routes(node: Node = node, want: set[str] = want) -> bool:
-                return want <= self.routes(node)
+                def has_routes(node: Node = node, want: set[str] = want, dev: str = dev) -> bool:
+                    return want <= self.routes(node, dev)
 
-            wait_for(f"{node.name} to have routes to {sorted(want)}", has_routes, timeout)
+                wait_for(f"{node.name} to have routes to {sorted(want)}", has_routes, timeout)
 
     # --- pods -----------------------------------------------------------------------------------
 
@@ -511,7 +560,9 @@ class Testbed:
         if res.returncode != 0:
             raise TestbedError(f"CNI ADD for {pod.name} failed: {res.stdout} {res.stderr}")
         result = json.loads(res.stdout)
-        pod.ip = result["ips"][0]["address"].split("/")[0]
+        addresses = [ip["address"].split("/")[0] for ip in result["ips"]]
+        pod.ip = addresses[0]
+        pod.ip6 = next((a for a in addresses if ":" in a), "")
         node.pods.append(pod)
         return pod
 

@@ -142,10 +142,14 @@ class Observer:
         self.metrics.event_to_programmed.observe(seconds)
 
     def sync_pass(self, kind: str, result: SyncResult, seconds: float, peers: int) -> None:
-        """A reconcile pass ended; `peers` is the number of peers now programmed."""
+        """A reconcile pass ended; `peers` is the number of peers now programmed, and
+        `result.entries` the kernel objects they need by kind (`Reconciler.entry_counts`), which
+        set flannel_dataplane_entries (O(1) per pass; when empty, each overlay kind counts one
+        per peer)."""
         self.metrics.sync_duration.labels(kind).observe(seconds)
-        for k in ("route", "neigh", "fdb"):
-            self.metrics.dataplane_entries.labels(k).set(peers)
+        entries = result.entries or {"route": peers, "neigh": peers, "fdb": peers, "direct": 0}
+        for k, n in entries.items():
+            self.metrics.dataplane_entries.labels(k).set(n)
         if kind != "full":
             self.state.update(peers=peers)
             return

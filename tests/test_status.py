@@ -655,3 +655,178 @@ def test_kube_pod_cidr_not_assigned_is_explained(kube_testbed: Testbed) -> None:
     assert res.returncode == 1
     assert "podCIDR not assigned: node 'node1' has no spec.podCIDR" in res.stdout
     assert "device missing" in res.stdout
+
+
+# --- host-gw and VXLAN DirectRouting (pure) -----------------------------------------------------
+
+HOSTGW_CFG = NetworkConfig(network=NET, backend_type="host-gw", backend={"Type": "host-gw"})
+DR_CFG = NetworkConfig(
+    network=NET, backend_type="vxlan", backend={"Type": "vxlan", "DirectRouting": True}
+)
+
+
+def hostgw_lease(i: int) -> Lease:
+    """A host-gw node's lease as flanneld writes it: public IP, backend type, no backend data."""
+    attrs = LeaseAttrs(public_ip=ipaddress.IPv4Address(f"198.18.0.{i}"), backend_type="host-gw")
+    return Lease(ipaddress.IPv4Network(f"10.244.{i}.0/24"), None, attrs, lease_id=7)
+
+
+def direct(i: int) -> PeerEntry:
+    return PeerEntry.direct_route(f"10.244.{i}.0/24", f"198.18.0.{i}")
+
+
+def host_gw(**changes: Any) -> Observed:
+    """A host-gw node (node 1) in sync with two peers (nodes 2 and 3): no device, the routes on
+    eth0, FLANNEL_MTU the interface's."""
+    own = hostgw_lease(1)
+    leases = [(x.key, x) for x in (own, hostgw_lease(2), hostgw_lease(3))]
+    obs = healthy(
+        config=HOSTGW_CFG,
+        leases=leases,
+        own=OwnLease(own.key, own.subnet, "198.18.0.1", None, "host-gw", lease_id=7, ttl=3600.0),
+        env={**healthy().env, "FLANNEL_MTU": "1500"},  # type: ignore[dict-item]
+        device=None,
+        device_addresses=[],
+        lower=None,
+        lower_name=None,
+        iface=LinkState(index=2, mac="02:00:00:00:00:09", mtu=1500, kind="veth", up=True),
+        iface_addr="198.18.0.1",
+        kernel=KernelState.of([direct(2), direct(3)]),
+        cni_bridge=LinkState(index=9, mac="02:00:00:00:00:0a", mtu=1500, kind="bridge", up=True),
+    )
+    for key, value in changes.items():
+        setattr(obs, key, value)
+    return obs
+
+
+def test_host_gw_node_in_sync_has_no_device_and_direct_peers() -> None:
+    report = build_report(host_gw(), now=1_700_000_100.0)
+    assert report["problems"] == [] and report["in_sync"] is True and exit_code(report) == 0
+    assert report["network"]["backend_type"] == "host-gw"
+    assert report["device"]["needed"] is False and report["device"]["exists"] is False
+    assert (report["interface"]["name"], report["interface"]["mtu"]) == ("eth0", 1500)
+    peers = report["peers"]
+    assert (peers["count"], peers["direct"], peers["overlay"]) == (2, 2, 0)
+    assert peers["entries"][0] == {
+        "key": "10.244.2.0-24",
+        "subnet": "10.244.2.0/24",
+        "public_ip": "198.18.0.2",
+        "kind": "direct",
+    }
+    json.dumps(report)
+    text = render_text(report, now=1_700_000_100.0)
+    for want in (
+        "backend host-gw",
+        "Device        none (backend host-gw: a route per peer via its public IP on eth0)",
+        "Interface     eth0",
+        "Peers         2 (2 direct, 0 overlay)",
+        "  direct   10.244.2.0/24       via 198.18.0.2       10.244.2.0-24",
+        "Datapath      in sync (2 peers: 2 x route via public IP)",
+        "OK: in sync and healthy",
+    ):
+        assert want in text, text
+    assert "VTEP MAC" not in text and "device missing" not in text
+
+
+def test_host_gw_drift_is_classified_as_direct_routes() -> None:
+    kernel = KernelState(direct={"10.244.3.0/24": "198.18.0.77", "10.244.250.0/24": "198.18.0.9"})
+    report = build_report(host_gw(kernel=kernel))
+    assert exit_code(report) == 1
+    d = report["diff"]
+    assert [(i["kind"], i["peer"], i["dst"], i["gateway"]) for i in d["missing"]] == [
+        ("direct", "10.244.2.0-24", "10.244.2.0/24", "198.18.0.2")
+    ]
+    assert [(i["kind"], i["gateway"], i["kernel_gateway"]) for i in d["wrong"]] == [
+        ("direct", "198.18.0.3", "198.18.0.77")
+    ]
+    assert [(i["kind"], i["dst"]) for i in d["unexpected"]] == [("direct", "10.244.250.0/24")]
+    assert any("the kernel's routes differ" in p for p in report["problems"])
+    text = render_text(report)
+    assert "missing    direct 10.244.2.0-24     10.244.2.0/24 via 198.18.0.2" in text
+
+
+def test_host_gw_skips_vxlan_peers_and_explains_its_own_failures() -> None:
+    obs = host_gw()
+    obs.leases.append((lease(4).key, lease(4)))  # a vxlan node: the daemon ignores it
+    report = build_report(obs)
+    assert report["in_sync"] is True and report["peers"]["count"] == 2
+    assert [s["key"] for s in report["peers"]["skipped"]] == [lease(4).key]
+    assert "not host-gw" in report["peers"]["skipped"][0]["reason"]
+    nat = build_report(host_gw(iface_addr="198.18.0.5"))["problems"]
+    assert "probably behind NAT" in only(nat, "this node's lease:")
+    mtu = build_report(host_gw(iface=LinkState(2, "02:00:00:00:00:09", 1400, "veth", True)))
+    assert "eth0 has MTU 1400" in only(mtu["problems"], "pods get MTU 1500")
+    down = build_report(host_gw(iface=LinkState(2, "02:00:00:00:00:09", 1500, "veth", False)))
+    only(down["problems"], "eth0 is down")
+    gone = build_report(
+        host_gw(iface=None, iface_name=None, iface_addr=None, kernel=None, iface_error="no eth0")
+    )
+    assert gone["diff"]["checked"] is False and exit_code(gone) == 1
+    only(gone["problems"], "interface not found: no eth0")
+    own = host_gw()
+    assert own.own is not None
+    own.own.public_ip = None
+    only(build_report(own)["problems"], "does not publish a public IP")
+
+
+def dr(**changes: Any) -> Observed:
+    """A vxlan node with DirectRouting: peer 2 directly reachable (a direct route), peer 3 not
+    (the overlay trio), both in sync."""
+    obs = healthy(
+        config=DR_CFG,
+        direct_ips={"198.18.0.1": True, "198.18.0.2": True, "198.18.0.3": False},
+        kernel=KernelState.of([direct(2), entry(3)]),
+    )
+    for key, value in changes.items():
+        setattr(obs, key, value)
+    return obs
+
+
+def test_direct_routing_node_in_sync_with_direct_and_overlay_peers() -> None:
+    report = build_report(dr())
+    assert report["problems"] == [] and report["in_sync"] is True and exit_code(report) == 0
+    assert report["network"]["direct_routing"] is True
+    peers = report["peers"]
+    assert (peers["direct"], peers["overlay"]) == (1, 1)
+    assert {p["key"]: p["kind"] for p in peers["entries"]} == {
+        "10.244.2.0-24": "direct",
+        "10.244.3.0-24": "overlay",
+    }
+    text = render_text(report)
+    for want in (
+        "backend vxlan with DirectRouting",
+        "Peers         2 (1 direct, 1 overlay)",
+        "  direct   10.244.2.0/24       via 198.18.0.2       10.244.2.0-24",
+        "  overlay  10.244.3.0/24       via 198.18.0.3       10.244.3.0-24",
+        "in sync (2 peers: 1 x route via public IP; 1 x neighbour, FDB, route)",
+    ):
+        assert want in text, text
+    # without DirectRouting in the config, the decisions are not used: all overlay
+    plain = build_report(dr(config=CFG))
+    assert plain["peers"]["direct"] == 0 and plain["in_sync"] is False
+
+
+def test_direct_routing_peer_programmed_the_other_way_is_out_of_sync() -> None:
+    report = build_report(dr(kernel=KernelState.of([entry(2), entry(3)])))
+    d = report["diff"]
+    assert [(i["kind"], i["dst"], i["gateway"]) for i in d["missing"]] == [
+        ("direct", "10.244.2.0/24", "198.18.0.2")
+    ]
+    assert sorted(i["kind"] for i in d["unexpected"]) == ["fdb", "neigh", "route"]
+    assert exit_code(report) == 1
+
+
+def test_traffic_rules_missing_is_a_problem_and_unreadable_a_warning() -> None:
+    present = {"mode": "iptables", "masquerade": False, "forward": True, "checked": True,
+               "missing": [], "error": None}  # fmt: skip
+    report = build_report(healthy(rules=present))
+    assert report["rules"]["mode"] == "iptables" and exit_code(report) == 0
+    assert "Traffic rules iptables (masquerade no, forward yes): present" in render_text(report)
+    gone = {**present, "missing": ["filter -A FORWARD -j FLANNEL-FWD"]}
+    report = build_report(healthy(rules=gone))
+    assert "FLANNEL-FWD" in only(report["problems"], "traffic rules missing (iptables mode)")
+    assert "  missing    filter -A FORWARD -j FLANNEL-FWD" in render_text(report)
+    broken = {**present, "mode": "nftables", "checked": False, "error": "nft is not installed"}
+    report = build_report(healthy(rules=broken))
+    assert exit_code(report) == 0
+    assert any("could not check the nftables rules" in w for w in report["warnings"])

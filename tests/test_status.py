@@ -830,3 +830,99 @@ def test_traffic_rules_missing_is_a_problem_and_unreadable_a_warning() -> None:
     report = build_report(healthy(rules=broken))
     assert exit_code(report) == 0
     assert any("could not check the nftables rules" in w for w in report["warnings"])
+
+
+# --- integration: host-gw and DirectRouting nodes ------------------------------------------------
+
+
+@pytest.mark.kernel
+@pytest.mark.etcd
+def test_host_gw_node_in_sync_then_a_route_deleted_by_hand_is_missing(testbed: Testbed) -> None:
+    from tests.test_hostgw import start_host_gw
+
+    node, peer, third = start_host_gw(testbed, 3)
+    res = run_status(testbed, node)
+    assert res.returncode == 0, res.stdout + res.stderr
+    for want in (
+        "backend host-gw",
+        "Device        none (backend host-gw: a route per peer via its public IP on eth0)",
+        "Peers         2 (2 direct, 0 overlay)",
+        "Datapath      in sync (2 peers: 2 x route via public IP)",
+        "Traffic rules iptables (masquerade no, forward yes): present",
+    ):
+        assert want in res.stdout, res.stdout
+    code, report = run_json(testbed, node)
+    assert code == 0 and report["problems"] == [], report["problems"]
+    assert report["network"]["backend_type"] == "host-gw"
+    assert report["device"]["needed"] is False and report["device"]["exists"] is False
+    assert (report["interface"]["name"], report["interface"]["mtu"]) == ("eth0", 1500)
+    assert report["lease"]["public_ip"] == node.address and report["lease"]["vtep_mac"] is None
+    assert sorted((p["subnet"], p["public_ip"], p["kind"]) for p in report["peers"]["entries"]) == (
+        sorted((testbed.subnet_of(n), n.address, "direct") for n in (peer, third))
+    )
+    assert report["rules"]["missing"] == []
+    # the daemon stopped (it would put the route back within 10 s), a route deleted by hand
+    assert testbed.stop_daemon(node) == 0
+    subnet = testbed.subnet_of(peer)
+    testbed.node_sh(node, "ip", "route", "del", subnet)
+    res = run_status(testbed, node)
+    assert res.returncode == 1
+    key = subnet.replace("/", "-")
+    assert f"missing    direct {key:<18}{subnet} via {peer.address}" in res.stdout, res.stdout
+    code, report = run_json(testbed, node)
+    assert code == 1 and report["in_sync"] is False
+    assert [(i["kind"], i["dst"], i["gateway"]) for i in report["diff"]["missing"]] == [
+        ("direct", subnet, peer.address)
+    ]
+    assert report["diff"]["wrong"] == [] and report["diff"]["unexpected"] == []
+    assert [p for p in report["problems"] if "the kernel's routes differ" in p]
+
+
+@pytest.mark.kernel
+@pytest.mark.etcd
+def test_direct_routing_node_status_is_clean_with_direct_and_overlay_peers(
+    testbed: Testbed,
+) -> None:
+    """n1 and n2 share 198.18.0.0/24 (direct), n3 is behind a router (overlay)."""
+    from tests.testbed import start_direct_routing_nodes
+
+    n1, n2, n3 = start_direct_routing_nodes(testbed)
+    s2, s3 = testbed.subnet_of(n2), testbed.subnet_of(n3)
+    want = f"{s2} via 198.18.0.2 dev eth0"
+    wait_for("n1's direct route to n2", lambda: want in testbed.node_sh(n1, "ip", "route").stdout)
+    wait_for("n1's overlay route to n3", lambda: s3 in testbed.routes(n1))
+
+    def clean() -> subprocess.CompletedProcess[str] | None:
+        r = run_status(testbed, n1)
+        return r if r.returncode == 0 else None
+
+    res = wait_for("n1's status clean", clean)
+    assert res is not None
+    k2, k3 = s2.replace("/", "-"), s3.replace("/", "-")
+    for line in (
+        "backend vxlan with DirectRouting",
+        "Peers         2 (1 direct, 1 overlay)",
+        f"  direct   {s2:<20}via {n2.address:<17}{k2}",
+        f"  overlay  {s3:<20}via {n3.address:<17}{k3}",
+        "Datapath      in sync (2 peers: 1 x route via public IP; 1 x neighbour, FDB, route)",
+    ):
+        assert line in res.stdout, res.stdout
+    code, report = run_json(testbed, n1)
+    assert code == 0 and report["problems"] == [], report["problems"]
+    assert report["network"]["direct_routing"] is True
+    assert {p["key"]: p["kind"] for p in report["peers"]["entries"]} == {
+        k2: "direct",
+        k3: "overlay",
+    }
+    # n3 sees both peers through the overlay
+    code, report = run_json(testbed, n3)
+    assert code == 0 and (report["peers"]["direct"], report["peers"]["overlay"]) == (0, 2)
+    # a direct route deleted by hand while the daemon is stopped: missing, of kind direct
+    assert testbed.stop_daemon(n1) == 0
+    testbed.node_sh(n1, "ip", "route", "del", s2)
+    code, report = run_json(testbed, n1)
+    assert code == 1
+    assert [(i["kind"], i["peer"], i["gateway"]) for i in report["diff"]["missing"]] == [
+        ("direct", k2, n2.address)
+    ]
+    assert report["diff"]["unexpected"] == [] and report["diff"]["wrong"] == []

@@ -40,6 +40,7 @@ from tests.testbed import ETCD_URL, REPO, Node, Testbed, wait_for
 NET = ipaddress.IPv4Network("10.244.0.0/16")
 CFG = NetworkConfig(network=NET, backend_type="vxlan", backend={"Type": "vxlan"})
 OWN_MAC = "0e:00:00:00:00:01"
+NFT_NETWORK = '{"Network": "10.244.0.0/16", "EnableNFTables": true, "Backend": {"Type": "vxlan"}}'
 
 
 def mac(i: int) -> str:
@@ -926,3 +927,38 @@ def test_direct_routing_node_status_is_clean_with_direct_and_overlay_peers(
         ("direct", k2, n2.address)
     ]
     assert report["diff"]["unexpected"] == [] and report["diff"]["wrong"] == []
+
+
+@pytest.mark.kernel
+@pytest.mark.etcd
+def test_traffic_rules_present_then_missing_in_both_modes(testbed: Testbed) -> None:
+    node = testbed.add_node()
+    testbed.start_daemon(node, "--ip-masq")
+    testbed.wait_subnet(node)
+
+    def rules_ok() -> dict[str, Any] | None:
+        res = run_status(testbed, node, "--ip-masq", "--json")
+        report: dict[str, Any] = json.loads(res.stdout)
+        return report if res.returncode == 0 and report["rules"]["missing"] == [] else None
+
+    report = wait_for("the iptables rules present", rules_ok)
+    assert report is not None and report["rules"]["mode"] == "iptables"
+    assert report["rules"]["masquerade"] is True and report["rules"]["forward"] is True
+    assert testbed.stop_daemon(node) == 0
+    testbed.node_sh(node, "iptables", "-t", "filter", "-F", "FLANNEL-FWD")
+    res = run_status(testbed, node, "--ip-masq")
+    assert res.returncode == 1
+    assert "Traffic rules iptables (masquerade yes, forward yes): MISSING" in res.stdout
+    network = "10.244.0.0/16"
+    assert f"  missing    filter -A FLANNEL-FWD -s {network} -m comment" in res.stdout
+
+    testbed.put_config(NFT_NETWORK)
+    testbed.start_daemon(node, "--ip-masq")
+    report = wait_for("the nftables rules present", rules_ok)
+    assert report is not None and report["rules"]["mode"] == "nftables"
+    assert testbed.stop_daemon(node) == 0
+    testbed.node_sh(node, "nft", "delete", "chain", "ip", "flannel-ipv4", "forward")
+    code, report = run_json(testbed, node)  # without --ip-masq: only the forward chain asked for
+    assert code == 1 and report["rules"]["masquerade"] is False
+    assert report["rules"]["missing"] == ["chain ip flannel-ipv4 forward"]
+    assert [p for p in report["problems"] if "traffic rules missing (nftables mode)" in p]

@@ -120,16 +120,54 @@ class IptablesError(RuntimeError):
     """An iptables command failed; the message has its output."""
 
 
+KUBELET_CHAINS = re.compile(r"^:(KUBE-IPTABLES-HINT|KUBE-KUBELET-CANARY) ", re.MULTILINE)
+"""The chains kubelet (Kubernetes 1.17 and later) creates in table `mangle` of the iptables
+variant the node uses, as `iptables-save` lists them."""
+
+
+def _save(*args: str) -> str:
+    try:
+        res = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return res.stdout
+
+
+def detect_variant() -> str:
+    """The iptables variant kubelet uses on this node: "nft" or "legacy" when kubelet's chains
+    (`KUBELET_CHAINS`) are in that variant's tables, else "" (the system's `iptables`).
+
+    iptables 1.8 has two variants writing to different kernel tables; rules written to the
+    other variant than kube-proxy's still apply, but a FORWARD policy of DROP set in one is
+    not overridden by an ACCEPT in the other. flannel's image picks the variant at start with
+    the same test (the `iptables-wrapper` of kubernetes-sigs/iptables-wrappers: nft's `mangle`
+    table first, then the whole legacy listing, which does not create tables that are not
+    there). Commands that are missing or fail count as "no chains".
+    """
+    for family in ("iptables", "ip6tables"):
+        if KUBELET_CHAINS.search(_save(f"{family}-nft-save", "-t", "mangle")):
+            return "nft"
+    for family in ("iptables", "ip6tables"):
+        if KUBELET_CHAINS.search(_save(f"{family}-legacy-save")):
+            return "legacy"
+    return ""
+
+
 class Iptables:
     """Runs `iptables` and `iptables-restore` (`family` 4) or `ip6tables` and
-    `ip6tables-restore` (`family` 6). Restores are serialised. Raises ValueError for another
-    family."""
+    `ip6tables-restore` (`family` 6); with `variant` "nft" or "legacy", that variant's commands
+    (`iptables-nft`, `iptables-nft-restore`, ...). Restores are serialised. Raises ValueError
+    for another family or variant."""
 
-    def __init__(self, family: int = 4) -> None:
+    def __init__(self, family: int = 4, variant: str = "") -> None:
         if family not in (4, 6):
             raise ValueError(f"IP family must be 4 or 6, not {family!r}")
+        if variant not in ("", "nft", "legacy"):
+            raise ValueError(f"iptables variant must be nft or legacy, not {variant!r}")
         self.family = family
-        self.binary = "iptables" if family == 4 else "ip6tables"
+        base = "iptables" if family == 4 else "ip6tables"
+        self.binary = f"{base}-{variant}" if variant else base
+        self.restore = f"{self.binary}-restore"
         self._lock = threading.Lock()
         self._random_fully: bool | None = None
         self._listing_differs: set[str] = set()  # tables whose -S output we cannot compare with
@@ -180,7 +218,7 @@ class Iptables:
                     if not rule.chain.startswith("FLANNEL-") and self.exists(rule):
                         lines.append(("-D", rule))
                     lines.append(("-A", rule))
-                self._run(f"{self.binary}-restore", "--noflush", "--wait",
+                self._run(self.restore, "--noflush", "--wait",
                           stdin=restore_payload(table, lines))  # fmt: skip
 
     def delete(self, rules: Sequence[Rule]) -> None:
@@ -189,7 +227,7 @@ class Iptables:
             for table in dict.fromkeys(r.table for r in rules):
                 lines = [("-D", r) for r in rules if r.table == table and self.exists(r)]
                 if lines:
-                    self._run(f"{self.binary}-restore", "--noflush", "--wait",
+                    self._run(self.restore, "--noflush", "--wait",
                               stdin=restore_payload(table, lines))  # fmt: skip
 
     def listing(self, table: str) -> list[str]:
@@ -225,7 +263,7 @@ class Iptables:
                     and not line.startswith(f"-A {chain} ")
                 ]
                 lines = [f"*{table}", *("-D" + j[2:] for j in jumps), f"-F {chain}", f"-X {chain}"]
-                self._run(f"{self.binary}-restore", "--noflush", "--wait",
+                self._run(self.restore, "--noflush", "--wait",
                           stdin="\n".join([*lines, "COMMIT"]) + "\n")  # fmt: skip
                 removed.append(f"{table}/{chain}")
         return removed

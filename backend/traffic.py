@@ -28,6 +28,7 @@ from backend.iptables import (
     IptablesError,
     Rule,
     RuleKeeper,
+    detect_variant,
     forward_rules,
     masq_rules,
 )
@@ -77,6 +78,10 @@ class TrafficRules:
         self.random_fully_disable = random_fully_disable
         self.resync = resync
         self.keeper: RuleKeeper | NftKeeper = self._new_keeper()
+        self.variant = detect_variant()  # the iptables variant kubelet uses, "" if unknown
+        if self.variant:
+            log.info("kubelet's chains are in iptables-%s: using iptables-%s", self.variant,
+                     self.variant)  # fmt: skip
         self._lock = threading.Lock()  # start/change (lease thread) vs checks (rules thread)
 
     def _new_keeper(self) -> RuleKeeper | NftKeeper:
@@ -123,7 +128,7 @@ class TrafficRules:
 
     def _clean_up_iptables(self, versions: Sequence[int]) -> None:
         for version in versions:
-            ipt = Iptables(version)
+            ipt = Iptables(version, self.variant)
             try:
                 removed = ipt.remove_flannel_chains()
             except FileNotFoundError:
@@ -174,7 +179,7 @@ class TrafficRules:
             log.info("removed the nftables tables %s of nftables mode", ", ".join(removed))
 
     def _start_iptables(self, keeper: RuleKeeper, family: Family) -> None:
-        ipt = Iptables(family.version)
+        ipt = Iptables(family.version, self.variant)
         suffix = "" if family.version == 4 else " (IPv6)"
         network, subnet = str(family.network), str(family.subnet)
         sets: list[tuple[str, list[Rule]]] = []

@@ -53,8 +53,8 @@ def test_restore_payload_quotes_comments_and_keeps_order() -> None:
                                   "ACCEPT"))  # fmt: skip
 
 
-def rules_shown(tb: Testbed, node: Node, table: str) -> list[str]:
-    res = tb.node_sh(node, "iptables", "-w", "-t", table, "-S")
+def rules_shown(tb: Testbed, node: Node, table: str, binary: str = "iptables") -> list[str]:
+    res = tb.node_sh(node, binary, "-w", "-t", table, "-S")
     return [line for line in res.stdout.splitlines() if "FLANNEL" in line]
 
 
@@ -82,6 +82,26 @@ def test_rules_are_flanneld_s_and_come_back_when_deleted(testbed: Testbed) -> No
     # nothing is removed on shutdown
     assert testbed.stop_daemon(node) == 0
     assert rules_shown(testbed, node, "nat") == want_nat
+
+
+@pytest.mark.kernel
+@pytest.mark.etcd
+def test_rules_go_to_the_iptables_variant_kubelet_uses(testbed: Testbed) -> None:
+    """kubelet's canary chain in iptables-legacy: the rules are written, and repaired, with
+    iptables-legacy, where a FORWARD policy set by the node's other software lives too."""
+    node = testbed.add_node()
+    testbed.node_sh(node, "iptables-legacy", "-w", "-t", "mangle", "-N", "KUBE-KUBELET-CANARY")
+    testbed.start_daemon(node, "--ip-masq", "--iptables-resync=1")
+    testbed.wait_subnet(node)
+    want_nat = [line.format(N=N, P=testbed.subnet_of(node)) for line in MASQ_S]
+    legacy = "iptables-legacy"
+    wait_for("the legacy rules", lambda: rules_shown(testbed, node, "nat", legacy) == want_nat)
+    assert rules_shown(testbed, node, "filter", legacy) == [line.format(N=N) for line in FORWARD_S]
+    assert rules_shown(testbed, node, "nat", "iptables-nft") == []
+    assert rules_shown(testbed, node, "filter", "iptables-nft") == []
+    testbed.node_sh(node, legacy, "-w", "-t", "nat", "-F", "FLANNEL-POSTRTG")
+    wait_for("the legacy rules repaired",
+             lambda: rules_shown(testbed, node, "nat", legacy) == want_nat, timeout=15)  # fmt: skip
 
 
 @pytest.mark.kernel

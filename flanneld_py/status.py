@@ -753,7 +753,8 @@ def build_report(obs: Observed, now: float | None = None) -> dict[str, Any]:
     - daemon {state_file, found, pid, running, ready, peers, started, updated, last_full_sync,
       last_error {time, message} or null};
     - rules {mode: "iptables"|"nftables", masquerade, forward (the flags), checked, missing
-      [what is absent], error} or null (config or subnet unknown);
+      [what is absent], error, variant (iptables mode: "nft"|"legacy"|"")} or null (config or
+      subnet unknown);
     - problems [sentences], warnings [sentences], in_sync (bool: diff checked and empty),
       healthy (bool: in_sync and no problems).
 
@@ -976,7 +977,8 @@ def render_text(report: Mapping[str, Any], now: float | None = None) -> str:
             state = "none asked for"
         else:
             state = "MISSING" if rules["missing"] else "present"
-        add(f"Traffic rules {rules['mode']} ({flags}): {state}")
+        variant = f"-{rules['variant']}" if rules.get("variant") else ""
+        add(f"Traffic rules {rules['mode']}{variant} ({flags}): {state}")
         for item in rules["missing"][:TEXT_LIMIT]:
             add(f"  missing    {item}")
         add("")
@@ -1368,10 +1370,11 @@ def _read_rules(obs: Observed, opts: Options) -> None:
     """Whether flanneld's traffic rules for the flags (`--ip-masq`, `--iptables-forward-rules`)
     and this node's subnet are present, in the mode of the config's `EnableNFTables`, into
     `obs.rules`. iptables mode: the daemon's rules (`masq_rules`, `forward_rules`), found by
-    `Iptables.missing` and confirmed absent by `iptables -C`. nftables mode: the table
-    `flannel-ipv4` and its chains (`postrtg`, `forward`) exist (the daemon itself compares the
-    whole listing with the one it wrote, which only it has). Left None when the network or the
-    subnet is unknown."""
+    `Iptables.missing` and confirmed absent by `iptables -C`, in the variant the daemon picks
+    (`detect_variant`, recorded as "variant": "nft", "legacy" or "" for the system's).
+    nftables mode: the table `flannel-ipv4` and its chains (`postrtg`, `forward`) exist (the
+    daemon itself compares the whole listing with the one it wrote, which only it has). Left
+    None when the network or the subnet is unknown."""
     cfg, own = obs.config, obs.own
     subnet = (own.subnet if own is not None else None) or env_v4(obs.env, "FLANNEL_SUBNET")
     if cfg is None or cfg.network is None or subnet is None:
@@ -1385,8 +1388,14 @@ def _read_rules(obs: Observed, opts: Options) -> None:
         rules["checked"] = True
         return
     try:
-        check = _missing_nftables if mode == "nftables" else _missing_iptables
-        rules["missing"] = check(opts, str(cfg.network), str(subnet))
+        if mode == "nftables":
+            rules["missing"] = _missing_nftables(opts, str(cfg.network), str(subnet))
+        else:
+            from backend.iptables import detect_variant
+
+            rules["variant"] = detect_variant()  # the daemon's choice: kubelet's variant
+            rules["missing"] = _missing_iptables(opts, str(cfg.network), str(subnet),
+                                                 rules["variant"])  # fmt: skip
         rules["checked"] = True
     except FileNotFoundError as err:
         rules["error"] = f"{err.filename or 'the command'} is not installed"
@@ -1394,11 +1403,13 @@ def _read_rules(obs: Observed, opts: Options) -> None:
         rules["error"] = str(err)
 
 
-def _missing_iptables(opts: Options, network: str, subnet: str) -> list[str]:
-    """The daemon's IPv4 rules for the flags that are absent, as `TABLE -A CHAIN args`."""
+def _missing_iptables(opts: Options, network: str, subnet: str, variant: str) -> list[str]:
+    """The daemon's IPv4 rules for the flags that are absent, as `TABLE -A CHAIN args`, looked
+    for in the iptables `variant` the daemon writes to ("nft", "legacy" or "": see
+    `backend.iptables.detect_variant`)."""
     from backend.iptables import Iptables, forward_rules, masq_rules, rule_line
 
-    ipt = Iptables(4)
+    ipt = Iptables(4, variant)
     wanted = []
     if opts.ip_masq:
         fully = not opts.ip_masq_fully_random_disable and ipt.supports_random_fully()

@@ -87,9 +87,12 @@ class Observer:
     # --- events ---------------------------------------------------------------------------------
 
     def backend(self, backend: str) -> None:
-        """The backend type of the network config, once read (the `flannel_build_info` label)."""
+        """The backend type of the network config, once read (the `flannel_build_info` label,
+        and `backend` in the state file, which `flanneld-py status` reads when the datastore
+        cannot tell it)."""
         self.metrics.build_info.clear()
         self.metrics.build_info.labels(__version__, backend, self.subnet_manager).set(1)
+        self.state.update(backend=backend)
 
     def no_datapath(self) -> None:
         """The backend programs nothing (alloc): there is no peer sync to wait for, so the node is

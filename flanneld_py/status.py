@@ -554,6 +554,8 @@ def check_problems(obs: Observed) -> tuple[list[str], list[str]]:
         pass  # alloc: no device to check
     elif host_gw:
         _interface_problems(obs, p)
+    elif cfg is None and _last_backend(obs) in ("alloc", hostgw.BACKEND_TYPE):
+        pass  # config unread, but the daemon last ran a backend without a device
     elif obs.kernel_error is not None:
         p(f"cannot read the kernel's state of {obs.device_name}: {obs.kernel_error}")
     elif dev is None:
@@ -705,6 +707,12 @@ def _device_problems(
                 f"({source} MTU {base} minus {overhead} bytes of VXLAN overhead); flanneld-py "
                 "corrects it at start"
             )
+
+
+def _last_backend(obs: Observed) -> str | None:
+    """The backend type the daemon last ran (`backend` in its state file), or None."""
+    value = (obs.state or {}).get("backend")
+    return value if isinstance(value, str) else None
 
 
 def is_lease_only(cfg: NetworkConfig | None) -> bool:

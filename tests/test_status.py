@@ -962,3 +962,34 @@ def test_traffic_rules_present_then_missing_in_both_modes(testbed: Testbed) -> N
     assert code == 1 and report["rules"]["masquerade"] is False
     assert report["rules"]["missing"] == ["chain ip flannel-ipv4 forward"]
     assert [p for p in report["problems"] if "traffic rules missing (nftables mode)" in p]
+
+
+def test_no_device_expected_when_the_daemon_last_ran_host_gw_and_the_config_is_unknown() -> None:
+    unreadable: dict[str, Any] = {"datastore_error": "etcd: down", "config": None, "own": None}
+    gw = host_gw(**unreadable, state={**(healthy().state or {}), "backend": "host-gw"})
+    assert not [p for p in build_report(gw)["problems"] if "device missing" in p]
+    vx = host_gw(**unreadable, state={**(healthy().state or {}), "backend": "vxlan"})
+    only(build_report(vx)["problems"], "device missing")
+
+
+@pytest.mark.kernel
+@pytest.mark.kube
+def test_kube_host_gw_node_in_sync_exit_0(kube_testbed: Testbed) -> None:
+    from tests.test_hostgw import HOSTGW_NETWORK
+
+    tb = kube_testbed
+    (tb.workdir / "net-conf.json").write_text(HOSTGW_NETWORK)
+    node, peer = (tb.add_node() for _ in range(2))
+    for n in (node, peer):
+        tb.start_daemon(n)
+    for n in (node, peer):
+        tb.wait_subnet(n)
+    route = f"{tb.subnet_of(peer)} via {peer.address} dev eth0"
+    wait_for("the route to the peer", lambda: route in tb.node_sh(node, "ip", "route").stdout)
+    code, report = run_json(tb, node)
+    assert code == 0 and report["problems"] == [], report["problems"]
+    assert (report["lease"]["node"], report["network"]["backend_type"]) == ("node1", "host-gw")
+    assert [(p["key"], p["kind"]) for p in report["peers"]["entries"]] == [("node2", "direct")]
+    state_file = node.subnet_file.parent / "flanneld-py-state.json"
+    wait_for("the backend in the state file",
+             lambda: json.loads(state_file.read_text()).get("backend") == "host-gw")  # fmt: skip

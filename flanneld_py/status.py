@@ -80,12 +80,12 @@ STATUS_FLAGS: list[Flag] = [
 ]
 
 INTRO = (
-    "flanneld-py status shows this node's lease, subnet.env, the flannel.<VNI> device, the "
-    "peers (and whether each is reached through the overlay or by a direct route) and the "
-    "difference between the kernel entries the datastore's peers need and the kernel's, the "
-    "traffic rules, plus the daemon's last error. Give it the daemon's flags. It reads the "
-    "datastore and the kernel itself, so it works while the daemon is down. Exit status: 0 in "
-    "sync and healthy, 1 not, 2 bad usage."
+    "flanneld-py status shows this node's lease, subnet.env, the flannel.<VNI> device (host-gw: "
+    "the external interface), the peers (and whether each is reached through the overlay or by "
+    "a direct route) and the difference between the kernel entries the datastore's peers need "
+    "and the kernel's, the traffic rules, plus the daemon's last error. Give it the daemon's "
+    "flags. It reads the datastore and the kernel itself, so it works while the daemon is down. "
+    "Exit status: 0 in sync and healthy, 1 not, 2 bad usage."
 )
 
 CNI_BRIDGE = "cni0"  # the bridge the flannel CNI plugin's delegate creates (flannel's default)

@@ -139,11 +139,13 @@ class ObjectRefs:
         self.neighs: dict[str, int] = {}
         self.fdb: dict[tuple[str, str], int] = {}
         self.subnet_owner: dict[str, str] = {}  # subnet -> key of the peer programmed with it
+        self.direct = 0  # programmed entries that are direct routes
 
     def add(self, key: str, e: PeerEntry) -> None:
         """Count the objects of peer `key`'s entry `e`, and make it its subnet's owner."""
         self.subnet_owner[e.subnet] = key
         if e.direct:
+            self.direct += 1
             return
         self.neighs[e.vtep_ip] = self.neighs.get(e.vtep_ip, 0) + 1
         fdb = (e.vtep_mac, e.public_ip)
@@ -154,6 +156,7 @@ class ObjectRefs:
         if self.subnet_owner.get(e.subnet) == key:
             del self.subnet_owner[e.subnet]
         if e.direct:
+            self.direct -= 1
             return
         _decrement(self.neighs, e.vtep_ip)
         _decrement(self.fdb, (e.vtep_mac, e.public_ip))
@@ -209,6 +212,9 @@ class SyncResult:
     retry: set[str] = field(default_factory=set)
     errors: dict[str, str] = field(default_factory=dict)  # peer key -> why its write failed
     by_kind: dict[str, int] = field(default_factory=dict)  # writes attempted per object kind
+    # after the pass, the kernel objects the programmed peers need, per kind (route, neigh,
+    # fdb, direct): see `Reconciler.entry_counts`
+    entries: dict[str, int] = field(default_factory=dict)
 
 
 V = TypeVar("V")
@@ -435,7 +441,20 @@ class Reconciler(Generic[V]):
             delay *= 2
         return errors
 
+    def entry_counts(self) -> dict[str, int]:
+        """The kernel objects the programmed peers need, by kind: "route" (onlink routes on the
+        device), "neigh" and "fdb" (distinct entries: peers may share one), "direct" (routes via
+        a peer's public IP). O(1): read from the references, never by walking the peers."""
+        direct = self.refs.direct
+        return {
+            "route": len(self.programmed) - direct,
+            "neigh": len(self.refs.neighs),
+            "fdb": len(self.refs.fdb),
+            "direct": direct,
+        }
+
     def _report(self, kind: str, result: SyncResult, start: float) -> None:
+        result.entries = self.entry_counts()
         if kind == "full" and not self.first_sync_done.is_set():
             log.info(
                 "datapath in sync with %d peers (%d kernel writes, %d failed)",

@@ -679,7 +679,10 @@ class Daemon:
                 synced.add(overlay.version)
             programmed = [len(r.programmed) for r in self._reconcilers]
             complete = len(synced) == len(self.overlays)
-            self.obs.sync_pass(kind, result, seconds, max(programmed), complete, sum(programmed))
+            entries: collections.Counter[str] = collections.Counter()
+            for r in self._reconcilers:
+                entries.update(r.entry_counts())
+            self.obs.sync_pass(kind, result, seconds, max(programmed), complete, dict(entries))
             if kind == "full":
                 release_free_memory()  # the listing's and the pass's garbage
                 if complete and gc.get_freeze_count() == 0:  # the start-up objects live as

@@ -23,7 +23,7 @@ from prometheus_client import (
     make_wsgi_app,
 )
 
-KINDS = ("route", "neigh", "fdb")
+KINDS = ("route", "neigh", "fdb", "direct")  # kernel objects: see `backend.reconcile.Op`
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -73,7 +73,9 @@ class Metrics:
         )
         self.dataplane_entries = Gauge(
             "flannel_dataplane_entries",
-            "Kernel entries written for peers, by kind.",
+            "Kernel objects programmed for peers, by kind: route (onlink route on the VXLAN "
+            "device), neigh, fdb (distinct entries; peers may share one), direct (route via a "
+            "peer's public IP: host-gw, VXLAN DirectRouting).",
             ["kind"],
             registry=r,
         )

@@ -87,9 +87,12 @@ class Observer:
     # --- events ---------------------------------------------------------------------------------
 
     def backend(self, backend: str) -> None:
-        """The backend type of the network config, once read (the `flannel_build_info` label)."""
+        """The backend type of the network config, once read (the `flannel_build_info` label,
+        and `backend` in the state file, which `flanneld-py status` reads when the datastore
+        cannot tell it)."""
         self.metrics.build_info.clear()
         self.metrics.build_info.labels(__version__, backend, self.subnet_manager).set(1)
+        self.state.update(backend=backend)
 
     def no_datapath(self) -> None:
         """The backend programs nothing (alloc): there is no peer sync to wait for, so the node is
@@ -148,15 +151,19 @@ class Observer:
         seconds: float,
         peers: int,
         complete: bool = True,
-        entries: int | None = None,
+        entries: dict[str, int] | None = None,
     ) -> None:
         """A reconcile pass ended; `peers` is the number of peers now programmed, `entries` the
-        number of entries of each kind on all devices (default `peers`: one device).
-        `complete` is False while another device (dual stack: the other family's) has not
+        kernel objects they need by kind on all devices (`Reconciler.entry_counts`, summed over
+        the families; default `result.entries`: one device), which set
+        flannel_dataplane_entries (O(1) per pass; when empty, each overlay kind counts one per
+        peer). `complete` is False while another device (dual stack: the other family's) has not
         finished its first full pass: the first sync is not done yet."""
         self.metrics.sync_duration.labels(kind).observe(seconds)
-        for k in ("route", "neigh", "fdb"):
-            self.metrics.dataplane_entries.labels(k).set(peers if entries is None else entries)
+        entries = entries or result.entries
+        entries = entries or {"route": peers, "neigh": peers, "fdb": peers, "direct": 0}
+        for k, n in entries.items():
+            self.metrics.dataplane_entries.labels(k).set(n)
         if kind != "full":
             self.state.update(peers=peers)
             return

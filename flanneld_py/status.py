@@ -4,10 +4,17 @@ An operator runs it on a node (or `kubectl exec` runs it in the DaemonSet pod) w
 flags, so that it finds the same datastore, subnet.env and kube settings. It reads the datastore and
 the kernel itself, never the daemon, so it also answers while the daemon is down, and it reports:
 
-- this node's lease (subnet, expiry, public IP, VTEP MAC), subnet.env, the `flannel.<VNI>` device;
-- the number of peers, chosen by the daemon's rules (`peer_from_lease`, `check_peer_subnet`);
-- the difference between the entries those peers need and the kernel's neighbour, FDB and route
-  entries (`backend.reconcile.diff` over `backend.vxlan.owned_state`): missing, wrong, unexpected;
+- this node's lease (subnet, expiry, public IP, VTEP MAC), subnet.env, the `flannel.<VNI>` device
+  (vxlan) or the external interface (host-gw);
+- the peers, chosen by the daemon's rules (the backend's `peer_from_lease`, `check_peer_subnet`),
+  and how each is reached: "overlay" (neighbour, FDB entry and onlink route on the device) or
+  "direct" (a route via its public IP: every host-gw peer, and with VXLAN DirectRouting the peers
+  whose public IP the daemon's own test, `VxlanDevice.select`, finds directly reachable);
+- the difference between the objects those peers need and what the kernel has, dumped as the
+  daemon's full pass dumps it (`VxlanDevice.dump`, `HostGwRoutes.dump`), through
+  `backend.reconcile.diff`: missing, wrong, unexpected;
+- the traffic rules' mode (iptables or nftables, from `EnableNFTables`) and whether flanneld's
+  masquerade and forward rules for the given flags are present;
 - the daemon's last error and last sync (its state file, `flanneld_py.state`);
 - the common failures explained in words (no lease, subnet.env missing, podCIDR not assigned,
   interface or device missing, MTU mismatch between pods and the device, datastore unreachable).
@@ -29,12 +36,14 @@ import json
 import logging
 import os
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from backend import hostgw
 from backend.netlink import LinkState
 from backend.reconcile import KernelState, Op, PeerEntry, diff
 from backend.vxlan import (
@@ -71,11 +80,12 @@ STATUS_FLAGS: list[Flag] = [
 ]
 
 INTRO = (
-    "flanneld-py status shows this node's lease, subnet.env, the flannel.<VNI> device, the "
-    "number of peers and the difference between the overlay entries the datastore asks for and "
-    "the kernel's, plus the daemon's last error. Give it the daemon's flags. It reads the "
-    "datastore and the kernel itself, so it works while the daemon is down. Exit status: 0 in "
-    "sync and healthy, 1 not, 2 bad usage."
+    "flanneld-py status shows this node's lease, subnet.env, the flannel.<VNI> device (host-gw: "
+    "the external interface), the peers (and whether each is reached through the overlay or by "
+    "a direct route) and the difference between the kernel entries the datastore's peers need "
+    "and the kernel's, the traffic rules, plus the daemon's last error. Give it the daemon's "
+    "flags. It reads the datastore and the kernel itself, so it works while the daemon is down. "
+    "Exit status: 0 in sync and healthy, 1 not, 2 bad usage."
 )
 
 CNI_BRIDGE = "cni0"  # the bridge the flannel CNI plugin's delegate creates (flannel's default)
@@ -124,6 +134,12 @@ class Observed:
     `cni_bridge` the pods' bridge; `iface_error` why the daemon's flags select no external
     interface, `iface_name` the one they select.
 
+    `iface` the external interface the flags select (None when not found) and `iface_addr` its
+    address; with host-gw the routes on it are `kernel`. `direct_ips` (VXLAN DirectRouting):
+    the daemon's decision (`VxlanDevice.select`) per peer public IP, True for "directly
+    reachable". `rules`: the traffic rules, {"mode": "iptables"|"nftables", "checked": bool,
+    "missing": [what is absent], "error": text or None} (None: not checked).
+
     Daemon: `state` its state file (None when absent), `daemon_alive` whether its pid runs.
     """
 
@@ -150,6 +166,10 @@ class Observed:
     cni_bridge: LinkState | None = None
     iface_name: str | None = None
     iface_error: str | None = None
+    iface: LinkState | None = None
+    iface_addr: str | None = None
+    direct_ips: dict[str, bool] = field(default_factory=dict)
+    rules: dict[str, Any] | None = None
     state: dict[str, Any] | None = None
     daemon_alive: bool | None = None
 
@@ -211,13 +231,20 @@ def desired_peers(
     own_key: str | None,
     own_subnet: ipaddress.IPv4Network | None,
     network: ipaddress.IPv4Network | None,
+    backend_type: str = "vxlan",
+    direct_ips: Mapping[str, bool] | None = None,
 ) -> tuple[dict[str, PeerEntry], list[dict[str, str]]]:
     """The peers the daemon would program, by its rules: every lease except this node's (same key
-    or same subnet), checked with `check_peer_subnet` and turned into entries by `peer_from_lease`.
+    or same subnet), checked with `check_peer_subnet` and turned into entries by the peer function
+    of `backend_type` ("vxlan": `backend.vxlan.peer_from_lease`; "host-gw":
+    `backend.hostgw.peer_from_lease`, every entry direct). `direct_ips` (VXLAN DirectRouting) maps
+    a peer public IP to the daemon's decision (`VxlanDevice.select`): True makes the entries of
+    that IP direct routes.
 
     Returns ({key: IPv4 entry}, skipped) where skipped lists {"key", "reason"} for leases the daemon
     skips (bad backend data, subnet outside the network or overlapping ours, another backend).
     """
+    to_peer = hostgw.peer_from_lease if backend_type == hostgw.BACKEND_TYPE else peer_from_lease
     entries: dict[str, PeerEntry] = {}
     skipped: list[dict[str, str]] = []
     for key, lease in leases:
@@ -225,15 +252,24 @@ def desired_peers(
             continue
         try:
             check_peer_subnet(lease, network, own_subnet)
-            peer = peer_from_lease(lease)
+            peer = to_peer(lease)
         except PeerFormatError as err:
             skipped.append({"key": key, "reason": str(err)})
             continue
         if peer is None:
-            skipped.append({"key": key, "reason": f"backend type {lease.attrs.backend_type!r}"})
+            skipped.append({"key": key, "reason": f"backend type {lease.attrs.backend_type!r}, "
+                            f"not {backend_type}"})  # fmt: skip
         elif peer.v4 is not None:
-            entries[key] = peer.v4
+            entry = peer.v4
+            if direct_ips and not entry.direct and direct_ips.get(entry.public_ip):
+                entry = replace(entry, direct=True)
+            entries[key] = entry
     return entries, skipped
+
+
+def peer_kind(entry: PeerEntry) -> str:
+    """How a peer is reached: "direct" (a route via its public IP) or "overlay" (VXLAN)."""
+    return "direct" if entry.direct else "overlay"
 
 
 def _entry_text(kind: str, a: str, b: str | None) -> str:
@@ -244,7 +280,12 @@ def _entry_text(kind: str, a: str, b: str | None) -> str:
     return f"{a} via {b}" if b else a
 
 
-_FIELDS = {"neigh": ("ip", "mac"), "fdb": ("mac", "remote"), "route": ("dst", "gateway")}
+_FIELDS = {
+    "neigh": ("ip", "mac"),
+    "fdb": ("mac", "remote"),
+    "route": ("dst", "gateway"),
+    "direct": ("dst", "gateway"),
+}
 
 
 def classify_diff(
@@ -258,9 +299,10 @@ def classify_diff(
     - unexpected: a delete (an object no peer needs). An FDB entry already listed as wrong is not
       listed again.
 
-    Each item: {"kind": "neigh"|"fdb"|"route", "peer": lease key ("" for unexpected), the object's
-    fields (neigh: ip, mac; fdb: mac, remote; route: dst, gateway), "text"}, and for wrong items
-    the kernel's value as "kernel_mac" / "kernel_remote" / "kernel_gateway".
+    Each item: {"kind": "neigh"|"fdb"|"route"|"direct", "peer": lease key ("" for unexpected),
+    the object's fields (neigh: ip, mac; fdb: mac, remote; route (onlink, on the device) and
+    direct (via a peer's public IP): dst, gateway), "text"}, and for wrong items the kernel's
+    value as "kernel_mac" / "kernel_remote" / "kernel_gateway".
     """
     out: dict[str, list[dict[str, Any]]] = {"missing": [], "wrong": [], "unexpected": []}
     explained: set[tuple[str, str]] = set()  # FDB (mac, remote) reported as wrong
@@ -290,6 +332,8 @@ def _kernel_value(op: Op, actual: KernelState) -> str | None:
     """The kernel's value of the object a replace `op` writes; None when the object is absent."""
     if op.kind == "neigh":
         return actual.neighs.get(op.a)
+    if op.kind == "direct":
+        return actual.direct.get(op.a)
     if op.kind == "route":
         if op.a not in actual.routes:
             return None
@@ -364,11 +408,37 @@ def _link_dict(link: LinkState | None, name: str) -> dict[str, Any]:
 def _device_section(obs: Observed) -> dict[str, Any]:
     dev = obs.device
     out = _link_dict(dev, obs.device_name)
+    out["needed"] = not (is_lease_only(obs.config) or is_host_gw(obs.config))
     out.update(vni=None, port=None, local=None, addresses=list(obs.device_addresses))
     out["lower"] = obs.lower_name
     if dev is not None:
         out.update(vni=dev.vni, port=dev.port or KERNEL_DEFAULT_PORT, local=dev.local)
     return out
+
+
+def _interface_section(obs: Observed) -> dict[str, Any]:
+    out = _link_dict(obs.iface, obs.iface_name or "")
+    out["name"] = obs.iface_name
+    out.update(address=obs.iface_addr, error=obs.iface_error)
+    return out
+
+
+def _peers_section(
+    desired: Mapping[str, PeerEntry], known: bool, skipped: list[dict[str, str]]
+) -> dict[str, Any]:
+    entries = [
+        {"key": key, "subnet": e.subnet, "public_ip": e.public_ip, "kind": peer_kind(e)}
+        for key, e in sorted(desired.items())
+    ]
+    direct = sum(1 for e in desired.values() if e.direct)
+    return {
+        "count": len(desired),
+        "known": known,
+        "direct": direct,
+        "overlay": len(desired) - direct,
+        "entries": entries,
+        "skipped": skipped,
+    }
 
 
 def _daemon_section(obs: Observed, now: float) -> dict[str, Any]:
@@ -419,6 +489,7 @@ def check_problems(obs: Observed) -> tuple[list[str], list[str]]:
             f"only {' and '.join(SUPPORTED_BACKENDS)}, so the daemon refuses to start"
         )
     lease_only = is_lease_only(cfg)
+    host_gw = is_host_gw(cfg)
 
     # this node's lease
     if own is None and obs.own_error is not None and obs.datastore_error is None:
@@ -429,7 +500,13 @@ def check_problems(obs: Observed) -> tuple[list[str], list[str]]:
                 f"this node's lease ({own.key}) does not publish a public IP; flanneld-py "
                 "publishes it at start — is it running?"
             )
-        elif not lease_only and (own.vtep_mac is None or own.public_ip is None):
+        elif host_gw and own.public_ip is None:
+            p(
+                f"this node's lease ({own.key}) does not publish a public IP: peers have no "
+                "gateway for their route to this node's pods; flanneld-py publishes it at "
+                "start — is it running?"
+            )
+        elif not lease_only and not host_gw and (own.vtep_mac is None or own.public_ip is None):
             p(
                 f"this node's lease ({own.key}) does not publish a VTEP MAC and public IP: peers "
                 "cannot send traffic to this node's pods; flanneld-py publishes them at start — "
@@ -475,6 +552,10 @@ def check_problems(obs: Observed) -> tuple[list[str], list[str]]:
         p(f"interface not found: {obs.iface_error}")
     if lease_only:
         pass  # alloc: no device to check
+    elif host_gw:
+        _interface_problems(obs, p)
+    elif cfg is None and _last_backend(obs) in ("alloc", hostgw.BACKEND_TYPE):
+        pass  # config unread, but the daemon last ran a backend without a device
     elif obs.kernel_error is not None:
         p(f"cannot read the kernel's state of {obs.device_name}: {obs.kernel_error}")
     elif dev is None:
@@ -486,18 +567,21 @@ def check_problems(obs: Observed) -> tuple[list[str], list[str]]:
     else:
         _device_problems(obs, vx, env_subnet, p, warnings.append)
 
-    # MTU seen by pods
+    # MTU seen by pods: the device's (vxlan), the external interface's (host-gw)
     env_mtu = _int(env.get("FLANNEL_MTU")) if env is not None else None
-    if env_mtu is not None and dev is not None and dev.mtu and env_mtu != dev.mtu:
+    carrier, carrier_name, path = dev, obs.device_name, "the overlay"
+    if host_gw:
+        carrier, carrier_name, path = obs.iface, obs.iface_name or "the interface", "the network"
+    if env_mtu is not None and carrier is not None and carrier.mtu and env_mtu != carrier.mtu:
         effect = (
-            "pods send packets the overlay cannot carry: large packets are dropped and TCP "
+            f"pods send packets {path} cannot carry: large packets are dropped and TCP "
             "connections stall after the handshake"
-            if env_mtu > dev.mtu
-            else "pods use a smaller MTU than the overlay carries (works, but wastes capacity)"
+            if env_mtu > carrier.mtu
+            else f"pods use a smaller MTU than {path} carries (works, but wastes capacity)"
         )
         p(
             f"MTU mismatch: pods get MTU {env_mtu} (FLANNEL_MTU in subnet.env) but "
-            f"{obs.device_name} has MTU {dev.mtu}: {effect}. Restart flanneld-py; pods created "
+            f"{carrier_name} has MTU {carrier.mtu}: {effect}. Restart flanneld-py; pods created "
             "before keep their MTU until recreated"
         )
     br = obs.cni_bridge
@@ -506,6 +590,18 @@ def check_problems(obs: Observed) -> tuple[list[str], list[str]]:
             f"MTU mismatch: the pods' bridge {CNI_BRIDGE} has MTU {br.mtu} but FLANNEL_MTU in "
             f"subnet.env is {env_mtu}: pods created before the change use the old MTU; recreate "
             f"them (and {CNI_BRIDGE} if no pod is left on it)"
+        )
+
+    # traffic rules
+    rules = obs.rules
+    if rules is not None and rules.get("error"):
+        warnings.append(f"could not check the {rules['mode']} rules: {rules['error']}")
+    elif rules is not None and rules.get("missing"):
+        p(
+            f"traffic rules missing ({rules['mode']} mode): {', '.join(rules['missing'])}: "
+            "without the masquerade rules pods cannot reach outside the cluster, without the "
+            "forward rules a DROP forward policy cuts pod traffic; a running flanneld-py writes "
+            "them again within --iptables-resync"
         )
 
     # skipped peers and the daemon
@@ -523,6 +619,23 @@ def check_problems(obs: Observed) -> tuple[list[str], list[str]]:
             "but no longer follows changes in the datastore"
         )
     return problems, warnings
+
+
+def _interface_problems(obs: Observed, problem: Callable[[str], None]) -> None:
+    """Add what is wrong with the external interface of a host-gw node, which carries the routes
+    (its absence is reported with the interface selection)."""
+    iface, name, own = obs.iface, obs.iface_name or "the external interface", obs.own
+    if obs.kernel_error is not None:
+        problem(f"cannot read the kernel's routes on {name}: {obs.kernel_error}")
+    if iface is None:
+        return
+    if not iface.up:
+        problem(f"{name} is down: no pod traffic to or from other nodes; `ip link set {name} up`")
+    if own is not None and own.public_ip and obs.iface_addr:
+        try:
+            hostgw.check_not_behind_nat(name, obs.iface_addr, own.public_ip)
+        except hostgw.BehindNat as err:
+            problem(f"this node's lease: {err}")
 
 
 def _device_problems(
@@ -596,9 +709,20 @@ def _device_problems(
             )
 
 
+def _last_backend(obs: Observed) -> str | None:
+    """The backend type the daemon last ran (`backend` in its state file), or None."""
+    value = (obs.state or {}).get("backend")
+    return value if isinstance(value, str) else None
+
+
 def is_lease_only(cfg: NetworkConfig | None) -> bool:
     """True for the `alloc` backend: a lease and subnet.env, no device and no peers."""
     return cfg is not None and cfg.backend_type == "alloc"
+
+
+def is_host_gw(cfg: NetworkConfig | None) -> bool:
+    """True for the `host-gw` backend: no device, a route per peer on the external interface."""
+    return cfg is not None and cfg.backend_type == hostgw.BACKEND_TYPE
 
 
 def backend_settings(cfg: NetworkConfig | None) -> tuple[VXLANConfig | None, str | None]:
@@ -623,21 +747,29 @@ def build_report(obs: Observed, now: float | None = None) -> dict[str, Any]:
     """The report: a JSON-ready dict with these keys (stable; more may be added).
 
     - mode ("etcd"|"kube"), datastore {endpoint, reachable, error}, network {network, backend_type,
-      vni, port} or null;
+      vni, port, direct_routing} or null;
     - lease {found, source, key, node, subnet, expires (text), expires_at (Unix s), ttl (s),
       reservation, public_ip, vtep_mac, backend_type, error};
     - subnet_env {path, exists, values};
-    - device {name, exists, kind, up, mtu, mac, vni, port, local, addresses, lower};
-      cni_bridge {name, exists, mtu, ...};
-    - peers {count, known (false when the datastore could not be read), skipped [{key, reason}]};
+    - device {name, exists, needed (false for alloc and host-gw: no device), kind, up, mtu, mac,
+      vni, port, local, addresses, lower}; interface (the external one) {name, exists, kind, up,
+      mtu, mac, address, error}; cni_bridge {name, exists, mtu, ...};
+    - peers {count, known (false when the datastore could not be read), direct, overlay (how
+      many peers of each kind), entries [{key, subnet, public_ip, kind: "direct"|"overlay"}],
+      skipped [{key, reason}]};
     - diff {checked, missing, wrong, unexpected} (items: see `classify_diff`);
     - daemon {state_file, found, pid, running, ready, peers, started, updated, last_full_sync,
       last_error {time, message} or null};
+    - rules {mode: "iptables"|"nftables", masquerade, forward (the flags), checked, missing
+      [what is absent], error, variant (iptables mode: "nft"|"legacy"|"")} or null (config or
+      subnet unknown);
     - problems [sentences], warnings [sentences], in_sync (bool: diff checked and empty),
       healthy (bool: in_sync and no problems).
 
     With the alloc backend (`network.backend_type` "alloc") no peers are desired and the kernel is
-    not compared: `peers.count` is 0 and `in_sync` is true once the datastore could be read.
+    not compared: `peers.count` is 0 and `in_sync` is true once the datastore could be read. With
+    host-gw every peer is "direct" and the kernel side is the routes on the external interface
+    (not compared while that interface is unknown).
     """
     now = time.time() if now is None else now
     cfg = obs.config
@@ -651,12 +783,16 @@ def build_report(obs: Observed, now: float | None = None) -> dict[str, Any]:
     own_key = obs.own.key if obs.own else (obs.node if obs.mode == "kube" else None)
     own_subnet = (obs.own.subnet if obs.own else None) or env_v4(obs.env, "FLANNEL_SUBNET")
     lease_only = is_lease_only(cfg)
-    desired, skipped = (
-        desired_peers(obs.leases, own_key, own_subnet, cfg.network if cfg else None)
-        if known and not lease_only
-        else ({}, [])
-    )
-    checked = known and (lease_only or obs.kernel_error is None)
+    host_gw = is_host_gw(cfg)
+    direct_ips = obs.direct_ips if vx is not None and vx.direct_routing else None
+    desired: dict[str, PeerEntry] = {}
+    skipped: list[dict[str, str]] = []
+    if known and cfg is not None and not lease_only:
+        desired, skipped = desired_peers(
+            obs.leases, own_key, own_subnet, cfg.network, cfg.backend_type, direct_ips
+        )
+    readable = obs.kernel_error is None and (obs.kernel is not None or not host_gw)
+    checked = known and (lease_only or readable)
     if checked:
         classified = classify_diff(desired, obs.kernel or KernelState())
     else:
@@ -666,8 +802,9 @@ def build_report(obs: Observed, now: float | None = None) -> dict[str, Any]:
     in_sync = checked and not any(classified.values())
     if checked and not in_sync:
         counts = ", ".join(f"{len(v)} {k}" for k, v in classified.items() if v)
+        what = "routes" if host_gw else "overlay entries"
         problems.append(
-            f"out of sync: the kernel's overlay entries differ from what the datastore's peers "
+            f"out of sync: the kernel's {what} differ from what the datastore's peers "
             f"need ({counts}); a running flanneld-py repairs this within --resync-period"
         )
     return {
@@ -684,6 +821,7 @@ def build_report(obs: Observed, now: float | None = None) -> dict[str, Any]:
             "backend_type": cfg.backend_type,
             "vni": vx.vni if vx else None,
             "port": (vx.port or KERNEL_DEFAULT_PORT) if vx else None,
+            "direct_routing": vx.direct_routing if vx else None,
         },
         "lease": _lease_section(obs, now),
         "subnet_env": {
@@ -692,10 +830,12 @@ def build_report(obs: Observed, now: float | None = None) -> dict[str, Any]:
             "values": dict(obs.env or {}),
         },
         "device": _device_section(obs),
+        "interface": _interface_section(obs),
         "cni_bridge": _link_dict(obs.cni_bridge, CNI_BRIDGE),
-        "peers": {"count": len(desired), "known": known, "skipped": skipped},
+        "peers": _peers_section(desired, known, skipped),
         "diff": {"checked": checked, **classified},
         "daemon": _daemon_section(obs, now),
+        "rules": obs.rules,
         "problems": problems,
         "warnings": warnings,
         "in_sync": in_sync,
@@ -727,8 +867,11 @@ def render_text(report: Mapping[str, Any], now: float | None = None) -> str:
     add(f"Datastore     {where} {ds['endpoint']} ({reach})")
     net = report["network"]
     lease_only = net is not None and net["backend_type"] == "alloc"
+    host_gw = net is not None and net["backend_type"] == hostgw.BACKEND_TYPE
+    direct_routing = net is not None and bool(net.get("direct_routing"))
     if net is not None:
-        add(f"Network       {net['network']}, backend {net['backend_type']}")
+        dr = " with DirectRouting" if direct_routing else ""
+        add(f"Network       {net['network']}, backend {net['backend_type']}{dr}")
     add("")
 
     lease = report["lease"]
@@ -739,7 +882,7 @@ def render_text(report: Mapping[str, Any], now: float | None = None) -> str:
             f" (key {lease['key']})" if report["mode"] == "etcd" else "")))  # fmt: skip
         add(_row("expires", lease["expires"]))
         add(_row("public IP", lease["public_ip"] or "(not published)"))
-        if not lease_only:
+        if not lease_only and not host_gw:
             add(_row("VTEP MAC", lease["vtep_mac"] or "(not published)"))
     elif ds["reachable"]:
         add("  none found for this node")
@@ -757,8 +900,19 @@ def render_text(report: Mapping[str, Any], now: float | None = None) -> str:
     add("")
 
     dev = report["device"]
+    iface = report["interface"]
     if lease_only:
         add("Device        none (backend alloc: leases only, no datapath)")
+    elif host_gw:
+        on = iface["name"] or "the external interface"
+        add(f"Device        none (backend host-gw: a route per peer via its public IP on {on})")
+        add(f"Interface     {iface['name'] or '(not found)'}")
+        if iface["exists"]:
+            add(_row("state", "up" if iface["up"] else "DOWN"))
+            add(_row("MTU", iface["mtu"]))
+            add(_row("address", iface["address"] or "-"))
+        elif iface["error"]:
+            add(f"  {iface['error']}")
     else:
         add(f"Device        {dev['name']}")
         if dev["exists"]:
@@ -779,6 +933,15 @@ def render_text(report: Mapping[str, Any], now: float | None = None) -> str:
     peers = report["peers"]
     if lease_only:
         add("Peers         not programmed (backend alloc)")
+    elif peers["known"] and (host_gw or direct_routing):
+        add(f"Peers         {peers['count']} ({peers['direct']} direct, "
+            f"{peers['overlay']} overlay)")  # fmt: skip
+        for p in peers["entries"][:TEXT_LIMIT]:
+            add(f"  {p['kind']:<9}{p['subnet']:<20}via {p['public_ip']:<17}{p['key']}")
+        if len(peers["entries"]) > TEXT_LIMIT:
+            add(f"  ... and {len(peers['entries']) - TEXT_LIMIT} more (see --json)")
+        for s in peers["skipped"]:
+            add(f"  skipped {s['key']}: {s['reason']}")
     elif peers["known"]:
         add(f"Peers         {peers['count']}")
         for s in peers["skipped"]:
@@ -792,8 +955,16 @@ def render_text(report: Mapping[str, Any], now: float | None = None) -> str:
         add("Datapath      not compared (needs the datastore and the kernel)")
     elif lease_only:
         add("Datapath      nothing to program (backend alloc)")
-    elif report["in_sync"]:
+    elif report["in_sync"] and not (host_gw or direct_routing):
         add(f"Datapath      in sync ({peers['count']} peers x neighbour, FDB, route)")
+    elif report["in_sync"]:
+        kinds = []
+        if peers["direct"]:
+            kinds.append(f"{peers['direct']} x route via public IP")
+        if peers["overlay"]:
+            kinds.append(f"{peers['overlay']} x neighbour, FDB, route")
+        add(f"Datapath      in sync ({peers['count']} peers" + (
+            f": {'; '.join(kinds)})" if kinds else ")"))  # fmt: skip
     else:
         add("Datapath      OUT OF SYNC (desired vs kernel)")
         add(f"  {'STATE':<11}{'KIND':<7}{'PEER':<18}ENTRY")
@@ -804,6 +975,21 @@ def render_text(report: Mapping[str, Any], now: float | None = None) -> str:
             if len(items) > TEXT_LIMIT:
                 add(f"  {state:<11}... and {len(items) - TEXT_LIMIT} more (see --json)")
     add("")
+
+    rules = report.get("rules")
+    if rules is not None:
+        flags = f"masquerade {_yes(rules['masquerade'])}, forward {_yes(rules['forward'])}"
+        if rules.get("error"):
+            state = f"not checked: {rules['error']}"
+        elif not rules["masquerade"] and not rules["forward"]:
+            state = "none asked for"
+        else:
+            state = "MISSING" if rules["missing"] else "present"
+        variant = f"-{rules['variant']}" if rules.get("variant") else ""
+        add(f"Traffic rules {rules['mode']}{variant} ({flags}): {state}")
+        for item in rules["missing"][:TEXT_LIMIT]:
+            add(f"  missing    {item}")
+        add("")
 
     dm = report["daemon"]
     add(f"Daemon        state file {dm['state_file']}")
@@ -986,30 +1172,44 @@ def _own_from_node(obs: Observed, node: dict[str, Any], names: AnnotationNames) 
     )
 
 
-def _read_kernel(obs: Observed, opts: Options, public_ip: str, device: bool = True) -> None:
-    """The device (unless `device` is False: alloc has none), its entries, the pods' bridge and
-    the external interface into `obs`."""
+def _read_kernel(obs: Observed, opts: Options, public_ip: str) -> None:
+    """The external interface, the pods' bridge, and the backend's kernel side into `obs`: with
+    vxlan the device and its entries (with DirectRouting also the direct routes, and the
+    daemon's decision for each peer public IP), with host-gw the routes on the interface, with
+    alloc nothing more. Each dumped as the daemon's full pass dumps it."""
     from backend import netlink
-    from backend.nlbulk import BulkSocket
-    from backend.vxlan import owned_state
-    from flanneld_py.iface import InterfaceError, select_interface
+    from flanneld_py.iface import ExternalInterface, InterfaceError, select_interface
 
     try:
         ipr = netlink.IPRoute()
     except OSError as err:
         obs.kernel_error = str(err)
         return
+    cfg = obs.config
     try:
-        if obs.config is None:
+        if cfg is None:
             obs.device_name = _guess_device(ipr) or obs.device_name
-        dev = obs.device = netlink.get_link(ipr, obs.device_name) if device else None
         obs.cni_bridge = netlink.get_link(ipr, CNI_BRIDGE)
+        ext: ExternalInterface | None = None
         try:
             ext = select_interface(opts.iface, public_ip, ipr, regexes=opts.iface_regex,
                                    can_reach=opts.iface_can_reach)  # fmt: skip
-            obs.iface_name = ext.name
+            obs.iface_name, obs.iface_addr = ext.name, ext.iface_addr
+            obs.iface = netlink.get_link(ipr, ext.name)
         except InterfaceError as err:
             obs.iface_error = str(err)
+        network = cfg.network if cfg is not None else None
+        network = network or env_v4(obs.env, "FLANNEL_NETWORK")
+        if is_lease_only(cfg):
+            return
+        if is_host_gw(cfg):
+            if ext is not None and network is not None:
+                obs.kernel = _host_gw_routes(ext, str(network))
+            return
+        vx, _ = backend_settings(cfg)
+        dev = obs.device = netlink.get_link(ipr, obs.device_name)
+        if vx is not None and vx.direct_routing:
+            _direct_routing_decisions(obs, vx, dev, network)
         if dev is None:
             return
         if dev.lower_index:
@@ -1019,19 +1219,76 @@ def _read_kernel(obs: Observed, opts: Options, public_ip: str, device: bool = Tr
         obs.device_addresses = [
             f"{a}/{plen}" for a, plen in netlink.link_addresses(ipr, dev.index, socket.AF_INET)
         ]
-        network = obs.config.network if obs.config is not None else None
-        network = network or env_v4(obs.env, "FLANNEL_NETWORK")
-        bulk = BulkSocket()
-        try:
-            obs.kernel = owned_state(
-                bulk, dev.index, socket.AF_INET, str(network) if network else None
-            )
-        finally:
-            bulk.close()
+        obs.kernel = _device_entries(vx, dev, str(network) if network else None)
     except (OSError, netlink.NetlinkError) as err:
         obs.kernel_error = str(err)
     finally:
         ipr.close()
+
+
+def _vxlan_device(vx: VXLANConfig, dev: LinkState | None, network: Any) -> Any:
+    """The daemon's `VxlanDevice` for the existing link `dev` (None: absent), used read-only:
+    its `dump` and `select` are what the daemon's full pass runs. Close it after use."""
+    from backend.vxlan import VxlanDevice
+
+    local = (dev.local if dev is not None else None) or "0.0.0.0"
+    lower = (dev.lower_index if dev is not None else None) or 0
+    mac = dev.mac if dev is not None else None
+    device = VxlanDevice(vx, 4, local, lower, 1500, mac)
+    device.index = dev.index if dev is not None else 0
+    device.network = str(network) if network is not None else None
+    return device
+
+
+def _device_entries(vx: VXLANConfig | None, dev: LinkState, network: str | None) -> KernelState:
+    """The device's entries as the daemon's full pass dumps them (`VxlanDevice.dump`); only the
+    overlay entries (`owned_state`) when the config, so DirectRouting, is unknown."""
+    if vx is None:
+        from backend.nlbulk import BulkSocket
+        from backend.vxlan import owned_state
+
+        bulk = BulkSocket()
+        try:
+            return owned_state(bulk, dev.index, socket.AF_INET, network)
+        finally:
+            bulk.close()
+    device = _vxlan_device(vx, dev, network)
+    try:
+        state: KernelState = device.dump()
+        return state
+    finally:
+        device.close()
+
+
+def _direct_routing_decisions(
+    obs: Observed, vx: VXLANConfig, dev: LinkState | None, network: Any
+) -> None:
+    """DirectRouting: the daemon's decision (`VxlanDevice.select`: one route lookup per public
+    IP) for the public IP of every vxlan lease, into `obs.direct_ips`."""
+    device = _vxlan_device(vx, dev, network)
+    try:
+        for _key, lease in obs.leases:
+            try:
+                peer = peer_from_lease(lease)
+            except PeerFormatError:
+                continue
+            if peer is None or peer.v4 is None or peer.v4.public_ip in obs.direct_ips:
+                continue
+            chosen = device.select(peer.v4)
+            obs.direct_ips[peer.v4.public_ip] = chosen is not None and chosen.direct
+    finally:
+        device.close()
+
+
+def _host_gw_routes(ext: Any, network: str) -> KernelState:
+    """The host-gw routes on the external interface `ext`, as the daemon's full pass dumps them
+    (`HostGwRoutes.dump`)."""
+    routes = hostgw.HostGwRoutes(ext.index, max(ext.mtu, 1))
+    try:
+        routes.set_address("", network)
+        return routes.dump()
+    finally:
+        routes.close()
 
 
 def _guess_device(ipr: Any) -> str | None:
@@ -1072,12 +1329,13 @@ def collect(opts: Options) -> Observed:
     vx, _ = backend_settings(obs.config)
     if vx is not None:
         obs.device_name = device_name(vx.vni)
-    _read_kernel(obs, opts, public_ip, device=not is_lease_only(obs.config))
+    _read_kernel(obs, opts, public_ip)
     if registry is not None:
         try:
             _own_from_etcd(obs, opts, registry)
         finally:
             registry.close()
+    _read_rules(obs, opts)
     obs.state = read_state(opts.subnet_file)
     if obs.state is not None:
         obs.daemon_alive = pid_alive(obs.state.get("pid"))
@@ -1090,7 +1348,7 @@ def _own_from_etcd(obs: Observed, opts: Options, registry: Any) -> None:
         env_v4(obs.env, "FLANNEL_SUBNET"),
         obs.device_addresses,
         obs.device.mac if obs.device else None,
-        opts.public_ip or (obs.device.local if obs.device else None),
+        opts.public_ip or (obs.device.local if obs.device else None) or obs.iface_addr,
     )
     if found is None:
         obs.own_error = (
@@ -1114,6 +1372,79 @@ def _own_from_etcd(obs: Observed, opts: Options, registry: Any) -> None:
         lease_id=lease.lease_id,
         ttl=ttl,
     )
+
+
+def _read_rules(obs: Observed, opts: Options) -> None:
+    """Whether flanneld's traffic rules for the flags (`--ip-masq`, `--iptables-forward-rules`)
+    and this node's subnet are present, in the mode of the config's `EnableNFTables`, into
+    `obs.rules`. iptables mode: the daemon's rules (`masq_rules`, `forward_rules`), found by
+    `Iptables.missing` and confirmed absent by `iptables -C`, in the variant the daemon picks
+    (`detect_variant`, recorded as "variant": "nft", "legacy" or "" for the system's).
+    nftables mode: the table `flannel-ipv4` and its chains (`postrtg`, `forward`) exist (the
+    daemon itself compares the whole listing with the one it wrote, which only it has). Left
+    None when the network or the subnet is unknown."""
+    cfg, own = obs.config, obs.own
+    subnet = (own.subnet if own is not None else None) or env_v4(obs.env, "FLANNEL_SUBNET")
+    if cfg is None or cfg.network is None or subnet is None:
+        return
+    mode = "nftables" if cfg.enable_nftables else "iptables"
+    rules: dict[str, Any] = {"mode": mode, "masquerade": opts.ip_masq,
+                             "forward": opts.iptables_forward_rules, "checked": False,
+                             "missing": [], "error": None}  # fmt: skip
+    obs.rules = rules
+    if not (opts.ip_masq or opts.iptables_forward_rules):
+        rules["checked"] = True
+        return
+    try:
+        if mode == "nftables":
+            rules["missing"] = _missing_nftables(opts, str(cfg.network), str(subnet))
+        else:
+            from backend.iptables import detect_variant
+
+            rules["variant"] = detect_variant()  # the daemon's choice: kubelet's variant
+            rules["missing"] = _missing_iptables(opts, str(cfg.network), str(subnet),
+                                                 rules["variant"])  # fmt: skip
+        rules["checked"] = True
+    except FileNotFoundError as err:
+        rules["error"] = f"{err.filename or 'the command'} is not installed"
+    except (OSError, subprocess.SubprocessError, RuntimeError) as err:  # IptablesError, NftError
+        rules["error"] = str(err)
+
+
+def _missing_iptables(opts: Options, network: str, subnet: str, variant: str) -> list[str]:
+    """The daemon's IPv4 rules for the flags that are absent, as `TABLE -A CHAIN args`, looked
+    for in the iptables `variant` the daemon writes to ("nft", "legacy" or "": see
+    `backend.iptables.detect_variant`)."""
+    from backend.iptables import Iptables, forward_rules, masq_rules, rule_line
+
+    ipt = Iptables(4, variant)
+    wanted = []
+    if opts.ip_masq:
+        fully = not opts.ip_masq_fully_random_disable and ipt.supports_random_fully()
+        wanted += masq_rules(network, subnet, fully)
+    if opts.iptables_forward_rules:
+        wanted += forward_rules(network)
+    absent = [rule for rule in ipt.missing(wanted) if not ipt.exists(rule)]
+    return [f"{rule.table} {rule_line(rule)}" for rule in absent]
+
+
+def _missing_nftables(opts: Options, network: str, subnet: str) -> list[str]:
+    """The daemon's IPv4 nftables table and chains for the flags that are absent, as `table ip
+    NAME` / `chain ip NAME CHAIN`."""
+    from backend.nftables import Nft, forward_chain, masq_chain, table_name
+
+    listing = Nft().list_table(4)
+    table = table_name(4)
+    if listing is None:
+        return [f"table ip {table}"]
+    chains = []
+    if opts.ip_masq:
+        chains.append(masq_chain(network, subnet, False).name)
+    if opts.iptables_forward_rules:
+        chains.append(forward_chain(network).name)
+    lines = [line.split() for line in listing.splitlines()]
+    present = {words[1] for words in lines if len(words) > 1 and words[0] == "chain"}
+    return [f"chain ip {table} {name}" for name in chains if name not in present]
 
 
 # --- command line --------------------------------------------------------------------------------

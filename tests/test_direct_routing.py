@@ -10,7 +10,6 @@ the other kind behind.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import pytest
@@ -18,7 +17,16 @@ import pytest
 from backend.reconcile import KernelState, Op, PeerEntry, Reconciler, diff
 from backend.vxlan import VxlanDevice, parse_vxlan_config
 from subnet.peers import PeerTable
-from tests.testbed import UNDERLAY_GW, Node, Testbed, inside, sh, wait_for
+from tests.testbed import (
+    ROUTER_UNDERLAY,
+    UNDERLAY_GW,
+    Node,
+    Testbed,
+    add_router,
+    inside,
+    move_behind_router,
+    wait_for,
+)
 
 DR_NETWORK = '{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "DirectRouting": true}}'
 MAC = "0e:00:00:00:00:02"
@@ -151,42 +159,6 @@ def test_device_select_looks_up_once_per_public_ip_until_reselect(
 
 
 # --- in the testbed -------------------------------------------------------------------------------
-
-ROUTER_UNDERLAY, ROUTER_FAR = "198.18.0.253", "198.18.1.254"
-
-
-def add_router(tb: Testbed) -> str:
-    """A router namespace on the underlay bridge, 198.18.0.253 and 198.18.1.254 on one link,
-    forwarding between the two networks; returns its namespace name. Deleted with the testbed's
-    namespaces (its name carries the testbed's prefix)."""
-    ns = f"{tb.prefix}rt"
-    host_if = f"v{os.getpid() % 100000}rt"
-    sh(["ip", "netns", "add", ns])
-    sh(["ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns])
-    sh(["ip", "link", "set", host_if, "master", "br0", "up"])
-    for cmd in (
-        ["ip", "link", "set", "lo", "up"],
-        ["ip", "link", "set", "eth0", "up"],
-        ["ip", "addr", "add", f"{ROUTER_UNDERLAY}/24", "dev", "eth0"],
-        ["ip", "addr", "add", f"{ROUTER_FAR}/24", "dev", "eth0"],
-        ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],
-        ["sysctl", "-q", "-w", "net.ipv4.conf.all.send_redirects=0"],
-        ["sysctl", "-q", "-w", "net.ipv4.conf.eth0.send_redirects=0"],
-    ):
-        sh(["ip", "netns", "exec", ns, *cmd])
-    # the underlay gateway (this test's namespace, where etcd listens) answers the far network
-    # through the router; the route goes with br0 when the testbed is cleaned up
-    sh(["ip", "route", "add", "198.18.1.0/24", "via", ROUTER_UNDERLAY, "dev", "br0"])
-    return ns
-
-
-def move_behind_router(tb: Testbed, node: Node) -> None:
-    """Renumber a node (before its daemon starts) to 198.18.1.<i>, reached through the router."""
-    old, new = node.address, f"198.18.1.{node.index}"
-    tb.node_sh(node, "ip", "addr", "del", f"{old}/24", "dev", "eth0")
-    tb.node_sh(node, "ip", "addr", "add", f"{new}/24", "dev", "eth0")
-    tb.node_sh(node, "ip", "route", "replace", "default", "via", ROUTER_FAR)
-    node.address = new
 
 
 def direct_routes(tb: Testbed, node: Node) -> list[str]:

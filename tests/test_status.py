@@ -40,6 +40,7 @@ from tests.testbed import ETCD_URL, REPO, Node, Testbed, wait_for
 NET = ipaddress.IPv4Network("10.244.0.0/16")
 CFG = NetworkConfig(network=NET, backend_type="vxlan", backend={"Type": "vxlan"})
 OWN_MAC = "0e:00:00:00:00:01"
+NFT_NETWORK = '{"Network": "10.244.0.0/16", "EnableNFTables": true, "Backend": {"Type": "vxlan"}}'
 
 
 def mac(i: int) -> str:
@@ -655,3 +656,340 @@ def test_kube_pod_cidr_not_assigned_is_explained(kube_testbed: Testbed) -> None:
     assert res.returncode == 1
     assert "podCIDR not assigned: node 'node1' has no spec.podCIDR" in res.stdout
     assert "device missing" in res.stdout
+
+
+# --- host-gw and VXLAN DirectRouting (pure) -----------------------------------------------------
+
+HOSTGW_CFG = NetworkConfig(network=NET, backend_type="host-gw", backend={"Type": "host-gw"})
+DR_CFG = NetworkConfig(
+    network=NET, backend_type="vxlan", backend={"Type": "vxlan", "DirectRouting": True}
+)
+
+
+def hostgw_lease(i: int) -> Lease:
+    """A host-gw node's lease as flanneld writes it: public IP, backend type, no backend data."""
+    attrs = LeaseAttrs(public_ip=ipaddress.IPv4Address(f"198.18.0.{i}"), backend_type="host-gw")
+    return Lease(ipaddress.IPv4Network(f"10.244.{i}.0/24"), None, attrs, lease_id=7)
+
+
+def direct(i: int) -> PeerEntry:
+    return PeerEntry.direct_route(f"10.244.{i}.0/24", f"198.18.0.{i}")
+
+
+def host_gw(**changes: Any) -> Observed:
+    """A host-gw node (node 1) in sync with two peers (nodes 2 and 3): no device, the routes on
+    eth0, FLANNEL_MTU the interface's."""
+    own = hostgw_lease(1)
+    leases = [(x.key, x) for x in (own, hostgw_lease(2), hostgw_lease(3))]
+    obs = healthy(
+        config=HOSTGW_CFG,
+        leases=leases,
+        own=OwnLease(own.key, own.subnet, "198.18.0.1", None, "host-gw", lease_id=7, ttl=3600.0),
+        env={**healthy().env, "FLANNEL_MTU": "1500"},  # type: ignore[dict-item]
+        device=None,
+        device_addresses=[],
+        lower=None,
+        lower_name=None,
+        iface=LinkState(index=2, mac="02:00:00:00:00:09", mtu=1500, kind="veth", up=True),
+        iface_addr="198.18.0.1",
+        kernel=KernelState.of([direct(2), direct(3)]),
+        cni_bridge=LinkState(index=9, mac="02:00:00:00:00:0a", mtu=1500, kind="bridge", up=True),
+    )
+    for key, value in changes.items():
+        setattr(obs, key, value)
+    return obs
+
+
+def test_host_gw_node_in_sync_has_no_device_and_direct_peers() -> None:
+    report = build_report(host_gw(), now=1_700_000_100.0)
+    assert report["problems"] == [] and report["in_sync"] is True and exit_code(report) == 0
+    assert report["network"]["backend_type"] == "host-gw"
+    assert report["device"]["needed"] is False and report["device"]["exists"] is False
+    assert (report["interface"]["name"], report["interface"]["mtu"]) == ("eth0", 1500)
+    peers = report["peers"]
+    assert (peers["count"], peers["direct"], peers["overlay"]) == (2, 2, 0)
+    assert peers["entries"][0] == {
+        "key": "10.244.2.0-24",
+        "subnet": "10.244.2.0/24",
+        "public_ip": "198.18.0.2",
+        "kind": "direct",
+    }
+    json.dumps(report)
+    text = render_text(report, now=1_700_000_100.0)
+    for want in (
+        "backend host-gw",
+        "Device        none (backend host-gw: a route per peer via its public IP on eth0)",
+        "Interface     eth0",
+        "Peers         2 (2 direct, 0 overlay)",
+        "  direct   10.244.2.0/24       via 198.18.0.2       10.244.2.0-24",
+        "Datapath      in sync (2 peers: 2 x route via public IP)",
+        "OK: in sync and healthy",
+    ):
+        assert want in text, text
+    assert "VTEP MAC" not in text and "device missing" not in text
+
+
+def test_host_gw_drift_is_classified_as_direct_routes() -> None:
+    kernel = KernelState(direct={"10.244.3.0/24": "198.18.0.77", "10.244.250.0/24": "198.18.0.9"})
+    report = build_report(host_gw(kernel=kernel))
+    assert exit_code(report) == 1
+    d = report["diff"]
+    assert [(i["kind"], i["peer"], i["dst"], i["gateway"]) for i in d["missing"]] == [
+        ("direct", "10.244.2.0-24", "10.244.2.0/24", "198.18.0.2")
+    ]
+    assert [(i["kind"], i["gateway"], i["kernel_gateway"]) for i in d["wrong"]] == [
+        ("direct", "198.18.0.3", "198.18.0.77")
+    ]
+    assert [(i["kind"], i["dst"]) for i in d["unexpected"]] == [("direct", "10.244.250.0/24")]
+    assert any("the kernel's routes differ" in p for p in report["problems"])
+    text = render_text(report)
+    assert "missing    direct 10.244.2.0-24     10.244.2.0/24 via 198.18.0.2" in text
+
+
+def test_host_gw_skips_vxlan_peers_and_explains_its_own_failures() -> None:
+    obs = host_gw()
+    obs.leases.append((lease(4).key, lease(4)))  # a vxlan node: the daemon ignores it
+    report = build_report(obs)
+    assert report["in_sync"] is True and report["peers"]["count"] == 2
+    assert [s["key"] for s in report["peers"]["skipped"]] == [lease(4).key]
+    assert "not host-gw" in report["peers"]["skipped"][0]["reason"]
+    nat = build_report(host_gw(iface_addr="198.18.0.5"))["problems"]
+    assert "probably behind NAT" in only(nat, "this node's lease:")
+    mtu = build_report(host_gw(iface=LinkState(2, "02:00:00:00:00:09", 1400, "veth", True)))
+    assert "eth0 has MTU 1400" in only(mtu["problems"], "pods get MTU 1500")
+    down = build_report(host_gw(iface=LinkState(2, "02:00:00:00:00:09", 1500, "veth", False)))
+    only(down["problems"], "eth0 is down")
+    gone = build_report(
+        host_gw(iface=None, iface_name=None, iface_addr=None, kernel=None, iface_error="no eth0")
+    )
+    assert gone["diff"]["checked"] is False and exit_code(gone) == 1
+    only(gone["problems"], "interface not found: no eth0")
+    own = host_gw()
+    assert own.own is not None
+    own.own.public_ip = None
+    only(build_report(own)["problems"], "does not publish a public IP")
+
+
+def dr(**changes: Any) -> Observed:
+    """A vxlan node with DirectRouting: peer 2 directly reachable (a direct route), peer 3 not
+    (the overlay trio), both in sync."""
+    obs = healthy(
+        config=DR_CFG,
+        direct_ips={"198.18.0.1": True, "198.18.0.2": True, "198.18.0.3": False},
+        kernel=KernelState.of([direct(2), entry(3)]),
+    )
+    for key, value in changes.items():
+        setattr(obs, key, value)
+    return obs
+
+
+def test_direct_routing_node_in_sync_with_direct_and_overlay_peers() -> None:
+    report = build_report(dr())
+    assert report["problems"] == [] and report["in_sync"] is True and exit_code(report) == 0
+    assert report["network"]["direct_routing"] is True
+    peers = report["peers"]
+    assert (peers["direct"], peers["overlay"]) == (1, 1)
+    assert {p["key"]: p["kind"] for p in peers["entries"]} == {
+        "10.244.2.0-24": "direct",
+        "10.244.3.0-24": "overlay",
+    }
+    text = render_text(report)
+    for want in (
+        "backend vxlan with DirectRouting",
+        "Peers         2 (1 direct, 1 overlay)",
+        "  direct   10.244.2.0/24       via 198.18.0.2       10.244.2.0-24",
+        "  overlay  10.244.3.0/24       via 198.18.0.3       10.244.3.0-24",
+        "in sync (2 peers: 1 x route via public IP; 1 x neighbour, FDB, route)",
+    ):
+        assert want in text, text
+    # without DirectRouting in the config, the decisions are not used: all overlay
+    plain = build_report(dr(config=CFG))
+    assert plain["peers"]["direct"] == 0 and plain["in_sync"] is False
+
+
+def test_direct_routing_peer_programmed_the_other_way_is_out_of_sync() -> None:
+    report = build_report(dr(kernel=KernelState.of([entry(2), entry(3)])))
+    d = report["diff"]
+    assert [(i["kind"], i["dst"], i["gateway"]) for i in d["missing"]] == [
+        ("direct", "10.244.2.0/24", "198.18.0.2")
+    ]
+    assert sorted(i["kind"] for i in d["unexpected"]) == ["fdb", "neigh", "route"]
+    assert exit_code(report) == 1
+
+
+def test_traffic_rules_missing_is_a_problem_and_unreadable_a_warning() -> None:
+    present = {"mode": "iptables", "masquerade": False, "forward": True, "checked": True,
+               "missing": [], "error": None}  # fmt: skip
+    report = build_report(healthy(rules=present))
+    assert report["rules"]["mode"] == "iptables" and exit_code(report) == 0
+    assert "Traffic rules iptables (masquerade no, forward yes): present" in render_text(report)
+    gone = {**present, "missing": ["filter -A FORWARD -j FLANNEL-FWD"]}
+    report = build_report(healthy(rules=gone))
+    assert "FLANNEL-FWD" in only(report["problems"], "traffic rules missing (iptables mode)")
+    assert "  missing    filter -A FORWARD -j FLANNEL-FWD" in render_text(report)
+    broken = {**present, "mode": "nftables", "checked": False, "error": "nft is not installed"}
+    report = build_report(healthy(rules=broken))
+    assert exit_code(report) == 0
+    assert any("could not check the nftables rules" in w for w in report["warnings"])
+
+
+# --- integration: host-gw and DirectRouting nodes ------------------------------------------------
+
+
+@pytest.mark.kernel
+@pytest.mark.etcd
+def test_host_gw_node_in_sync_then_a_route_deleted_by_hand_is_missing(testbed: Testbed) -> None:
+    from tests.test_hostgw import start_host_gw
+
+    node, peer, third = start_host_gw(testbed, 3)
+    res = run_status(testbed, node)
+    assert res.returncode == 0, res.stdout + res.stderr
+    for want in (
+        "backend host-gw",
+        "Device        none (backend host-gw: a route per peer via its public IP on eth0)",
+        "Peers         2 (2 direct, 0 overlay)",
+        "Datapath      in sync (2 peers: 2 x route via public IP)",
+        "Traffic rules iptables (masquerade no, forward yes): present",
+    ):
+        assert want in res.stdout, res.stdout
+    code, report = run_json(testbed, node)
+    assert code == 0 and report["problems"] == [], report["problems"]
+    assert report["network"]["backend_type"] == "host-gw"
+    assert report["device"]["needed"] is False and report["device"]["exists"] is False
+    assert (report["interface"]["name"], report["interface"]["mtu"]) == ("eth0", 1500)
+    assert report["lease"]["public_ip"] == node.address and report["lease"]["vtep_mac"] is None
+    assert sorted((p["subnet"], p["public_ip"], p["kind"]) for p in report["peers"]["entries"]) == (
+        sorted((testbed.subnet_of(n), n.address, "direct") for n in (peer, third))
+    )
+    assert report["rules"]["missing"] == []
+    # the daemon stopped (it would put the route back within 10 s), a route deleted by hand
+    assert testbed.stop_daemon(node) == 0
+    subnet = testbed.subnet_of(peer)
+    testbed.node_sh(node, "ip", "route", "del", subnet)
+    res = run_status(testbed, node)
+    assert res.returncode == 1
+    key = subnet.replace("/", "-")
+    assert f"missing    direct {key:<18}{subnet} via {peer.address}" in res.stdout, res.stdout
+    code, report = run_json(testbed, node)
+    assert code == 1 and report["in_sync"] is False
+    assert [(i["kind"], i["dst"], i["gateway"]) for i in report["diff"]["missing"]] == [
+        ("direct", subnet, peer.address)
+    ]
+    assert report["diff"]["wrong"] == [] and report["diff"]["unexpected"] == []
+    assert [p for p in report["problems"] if "the kernel's routes differ" in p]
+
+
+@pytest.mark.kernel
+@pytest.mark.etcd
+def test_direct_routing_node_status_is_clean_with_direct_and_overlay_peers(
+    testbed: Testbed,
+) -> None:
+    """n1 and n2 share 198.18.0.0/24 (direct), n3 is behind a router (overlay)."""
+    from tests.testbed import start_direct_routing_nodes
+
+    n1, n2, n3 = start_direct_routing_nodes(testbed)
+    s2, s3 = testbed.subnet_of(n2), testbed.subnet_of(n3)
+    want = f"{s2} via 198.18.0.2 dev eth0"
+    wait_for("n1's direct route to n2", lambda: want in testbed.node_sh(n1, "ip", "route").stdout)
+    wait_for("n1's overlay route to n3", lambda: s3 in testbed.routes(n1))
+
+    def clean() -> subprocess.CompletedProcess[str] | None:
+        r = run_status(testbed, n1)
+        return r if r.returncode == 0 else None
+
+    res = wait_for("n1's status clean", clean)
+    assert res is not None
+    k2, k3 = s2.replace("/", "-"), s3.replace("/", "-")
+    for line in (
+        "backend vxlan with DirectRouting",
+        "Peers         2 (1 direct, 1 overlay)",
+        f"  direct   {s2:<20}via {n2.address:<17}{k2}",
+        f"  overlay  {s3:<20}via {n3.address:<17}{k3}",
+        "Datapath      in sync (2 peers: 1 x route via public IP; 1 x neighbour, FDB, route)",
+    ):
+        assert line in res.stdout, res.stdout
+    code, report = run_json(testbed, n1)
+    assert code == 0 and report["problems"] == [], report["problems"]
+    assert report["network"]["direct_routing"] is True
+    assert {p["key"]: p["kind"] for p in report["peers"]["entries"]} == {
+        k2: "direct",
+        k3: "overlay",
+    }
+    # n3 sees both peers through the overlay
+    code, report = run_json(testbed, n3)
+    assert code == 0 and (report["peers"]["direct"], report["peers"]["overlay"]) == (0, 2)
+    # a direct route deleted by hand while the daemon is stopped: missing, of kind direct
+    assert testbed.stop_daemon(n1) == 0
+    testbed.node_sh(n1, "ip", "route", "del", s2)
+    code, report = run_json(testbed, n1)
+    assert code == 1
+    assert [(i["kind"], i["peer"], i["gateway"]) for i in report["diff"]["missing"]] == [
+        ("direct", k2, n2.address)
+    ]
+    assert report["diff"]["unexpected"] == [] and report["diff"]["wrong"] == []
+
+
+@pytest.mark.kernel
+@pytest.mark.etcd
+def test_traffic_rules_present_then_missing_in_both_modes(testbed: Testbed) -> None:
+    node = testbed.add_node()
+    testbed.start_daemon(node, "--ip-masq")
+    testbed.wait_subnet(node)
+
+    def rules_ok() -> dict[str, Any] | None:
+        res = run_status(testbed, node, "--ip-masq", "--json")
+        report: dict[str, Any] = json.loads(res.stdout)
+        return report if res.returncode == 0 and report["rules"]["missing"] == [] else None
+
+    report = wait_for("the iptables rules present", rules_ok)
+    assert report is not None and report["rules"]["mode"] == "iptables"
+    assert report["rules"]["masquerade"] is True and report["rules"]["forward"] is True
+    assert testbed.stop_daemon(node) == 0
+    testbed.node_sh(node, "iptables", "-t", "filter", "-F", "FLANNEL-FWD")
+    res = run_status(testbed, node, "--ip-masq")
+    assert res.returncode == 1
+    assert "Traffic rules iptables (masquerade yes, forward yes): MISSING" in res.stdout
+    network = "10.244.0.0/16"
+    assert f"  missing    filter -A FLANNEL-FWD -s {network} -m comment" in res.stdout
+
+    testbed.put_config(NFT_NETWORK)
+    testbed.start_daemon(node, "--ip-masq")
+    report = wait_for("the nftables rules present", rules_ok)
+    assert report is not None and report["rules"]["mode"] == "nftables"
+    assert testbed.stop_daemon(node) == 0
+    testbed.node_sh(node, "nft", "delete", "chain", "ip", "flannel-ipv4", "forward")
+    code, report = run_json(testbed, node)  # without --ip-masq: only the forward chain asked for
+    assert code == 1 and report["rules"]["masquerade"] is False
+    assert report["rules"]["missing"] == ["chain ip flannel-ipv4 forward"]
+    assert [p for p in report["problems"] if "traffic rules missing (nftables mode)" in p]
+
+
+def test_no_device_expected_when_the_daemon_last_ran_host_gw_and_the_config_is_unknown() -> None:
+    unreadable: dict[str, Any] = {"datastore_error": "etcd: down", "config": None, "own": None}
+    gw = host_gw(**unreadable, state={**(healthy().state or {}), "backend": "host-gw"})
+    assert not [p for p in build_report(gw)["problems"] if "device missing" in p]
+    vx = host_gw(**unreadable, state={**(healthy().state or {}), "backend": "vxlan"})
+    only(build_report(vx)["problems"], "device missing")
+
+
+@pytest.mark.kernel
+@pytest.mark.kube
+def test_kube_host_gw_node_in_sync_exit_0(kube_testbed: Testbed) -> None:
+    from tests.test_hostgw import HOSTGW_NETWORK
+
+    tb = kube_testbed
+    (tb.workdir / "net-conf.json").write_text(HOSTGW_NETWORK)
+    node, peer = (tb.add_node() for _ in range(2))
+    for n in (node, peer):
+        tb.start_daemon(n)
+    for n in (node, peer):
+        tb.wait_subnet(n)
+    route = f"{tb.subnet_of(peer)} via {peer.address} dev eth0"
+    wait_for("the route to the peer", lambda: route in tb.node_sh(node, "ip", "route").stdout)
+    code, report = run_json(tb, node)
+    assert code == 0 and report["problems"] == [], report["problems"]
+    assert (report["lease"]["node"], report["network"]["backend_type"]) == ("node1", "host-gw")
+    assert [(p["key"], p["kind"]) for p in report["peers"]["entries"]] == [("node2", "direct")]
+    state_file = node.subnet_file.parent / "flanneld-py-state.json"
+    wait_for("the backend in the state file",
+             lambda: json.loads(state_file.read_text()).get("backend") == "host-gw")  # fmt: skip

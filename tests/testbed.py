@@ -623,3 +623,64 @@ class Testbed:
 
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
+
+
+# --- a second underlay network behind a router (VXLAN DirectRouting tests) ------------------------
+
+ROUTER_UNDERLAY, ROUTER_FAR = "198.18.0.253", "198.18.1.254"
+
+
+def add_router(tb: Testbed) -> str:
+    """A router namespace on the underlay bridge, 198.18.0.253 and 198.18.1.254 on one link,
+    forwarding between the two networks; returns its namespace name. Deleted with the testbed's
+    namespaces (its name carries the testbed's prefix)."""
+    ns = f"{tb.prefix}rt"
+    host_if = f"v{os.getpid() % 100000}rt"
+    sh(["ip", "netns", "add", ns])
+    sh(["ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns])
+    sh(["ip", "link", "set", host_if, "master", "br0", "up"])
+    for cmd in (
+        ["ip", "link", "set", "lo", "up"],
+        ["ip", "link", "set", "eth0", "up"],
+        ["ip", "addr", "add", f"{ROUTER_UNDERLAY}/24", "dev", "eth0"],
+        ["ip", "addr", "add", f"{ROUTER_FAR}/24", "dev", "eth0"],
+        ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],
+        ["sysctl", "-q", "-w", "net.ipv4.conf.all.send_redirects=0"],
+        ["sysctl", "-q", "-w", "net.ipv4.conf.eth0.send_redirects=0"],
+    ):
+        sh(["ip", "netns", "exec", ns, *cmd])
+    # the underlay gateway (this test's namespace, where etcd listens) answers the far network
+    # through the router; the route goes with br0 when the testbed is cleaned up
+    sh(["ip", "route", "add", "198.18.1.0/24", "via", ROUTER_UNDERLAY, "dev", "br0"])
+    return ns
+
+
+def move_behind_router(tb: Testbed, node: Node) -> None:
+    """Renumber a node (before its daemon starts) to 198.18.1.<i>, reached through the router."""
+    old, new = node.address, f"198.18.1.{node.index}"
+    tb.node_sh(node, "ip", "addr", "del", f"{old}/24", "dev", "eth0")
+    tb.node_sh(node, "ip", "addr", "add", f"{new}/24", "dev", "eth0")
+    tb.node_sh(node, "ip", "route", "replace", "default", "via", ROUTER_FAR)
+    node.address = new
+
+
+DIRECT_ROUTING_NETWORK = (
+    '{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "DirectRouting": true}}'
+)
+
+
+def start_direct_routing_nodes(tb: Testbed, *extra: str) -> list[Node]:
+    """Three vxlan nodes with DirectRouting, daemons started with the `extra` flags and their
+    subnets waited for: n1 and n2 share 198.18.0.0/24 (each reaches the other directly), n3 is
+    on 198.18.1.0/24 behind the router of `add_router` (reached through the overlay)."""
+    tb.put_config(DIRECT_ROUTING_NETWORK)
+    add_router(tb)
+    nodes = [tb.add_node() for _ in range(3)]
+    move_behind_router(tb, nodes[2])
+    for node in nodes[:2]:
+        tb.node_sh(node, "ip", "route", "add", "198.18.1.0/24", "via", ROUTER_UNDERLAY)
+    for node in nodes:
+        tb.start_daemon(node, *extra)
+    for node in nodes:
+        tb.wait_subnet(node)
+    return nodes

@@ -1,9 +1,11 @@
 """The daemon: flanneld's start-up sequence (flannel `main.go`), then three workers.
 
 Start-up, in flanneld's order: read the previous subnet.env, connect to the subnet manager, wait for
-the network config, choose the external interface, create the VXLAN device of each enabled family
-(`flannel.<VNI>`, `flannel-v6.<VNI>`), acquire the lease, give the devices their addresses, write
-subnet.env, start the peer watch and the reconcilers, then keep the lease renewed. SIGTERM and
+the network config, check br_netfilter (iptables mode), choose the external interface, create the
+VXLAN device of each enabled family (`flannel.<VNI>`, `flannel-v6.<VNI>`; host-gw: none), acquire
+the lease, give the devices their addresses, write the traffic rules (the other mode's removed,
+masquerade and forward rules), write subnet.env, start the peer watch and the reconcilers, then
+keep the lease renewed. SIGTERM and
 SIGINT stop the workers and leave the devices, their entries and subnet.env in place, so a
 restart does not interrupt traffic.
 
@@ -356,7 +358,8 @@ class Daemon:
         return None
 
     def _use_lease(self, lease: Lease) -> None:
-        """Make `lease` this node's: device addresses, subnet.env, peer filter.
+        """Make `lease` this node's: device addresses, traffic rules, subnet.env (after the
+        rules, as flanneld: pods started from subnet.env find the rules in place), peer filter.
 
         Raises ValueError when the lease lacks a subnet of an enabled family."""
         cfg = self.cfg
@@ -372,6 +375,10 @@ class Daemon:
         for o in self.overlays:
             network = cfg.family(o.version).network
             o.device.set_address(str(subnet_of(lease, o.version).network_address), str(network))
+        if old is None:
+            self.rules = self._traffic_rules()
+        elif self.rules is not None and not same_subnets(old, lease, cfg.families):
+            self.rules.change(self._rule_families(old))
         env = SubnetEnv(
             cfg.network if 4 in cfg.families else None,
             lease.subnet,
@@ -402,9 +409,6 @@ class Daemon:
                     before,
                     now,
                 )
-        rules = self.rules
-        if rules is not None and old is not None and not same_subnets(old, lease, cfg.families):
-            rules.change(self._rule_families(old))
         if self._remove_peer(lease.key):
             log.info("dropped %s from the peer table: it is now this node's lease", lease.key)
         if old is not None and old.key != lease.key and old.key in self._foreign_own:
@@ -648,7 +652,7 @@ class Daemon:
             threads["blackhole"] = threading.Thread(
                 target=self._keep_blackhole_route, name="blackhole", daemon=True
             )
-        rules = self.rules = self._traffic_rules()
+        rules = self.rules  # written before subnet.env (`_use_lease`)
         if rules is not None and rules.keeps_rules:
             threads[rules.mode] = threading.Thread(
                 target=rules.run, name=rules.mode, daemon=True, args=(self.stop,)

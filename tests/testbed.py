@@ -399,14 +399,21 @@ class Testbed:
         """Run a command inside a node's namespace."""
         return sh(["ip", "netns", "exec", node.netns, *cmd], check=check, timeout=timeout)
 
-    def start_daemon(self, node: Node, *extra: str, env: dict[str, str] | None = None) -> None:
+    def start_daemon(
+        self,
+        node: Node,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        wrap: Sequence[str] = (),
+    ) -> None:
         """Start flanneld-py in the node's namespace (output appended to the node's log).
 
         With the Kubernetes API emulator started (`start_kubeapi`), the daemon runs in kube mode
         as the Node named after the testbed node (`NODE_NAME`, unless `env` says otherwise);
-        otherwise against the testbed's etcd. `env` adds environment variables.
+        otherwise against the testbed's etcd. `env` adds environment variables; `wrap` is a
+        command prefix that runs the daemon's command line (inside the node's namespace).
         """
-        cmd = ["ip", "netns", "exec", node.netns, sys.executable, "-m", "flanneld_py",
+        cmd = ["ip", "netns", "exec", node.netns, *wrap, sys.executable, "-m", "flanneld_py",
                f"--subnet-file={node.subnet_file}"]  # fmt: skip
         extra_env = env or {}
         env = {**os.environ, "PYTHONPATH": str(REPO)}

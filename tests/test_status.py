@@ -35,7 +35,7 @@ from flanneld_py.status import (
 )
 from subnet.config import NetworkConfig
 from subnet.lease import Lease, LeaseAttrs
-from tests.testbed import ETCD_URL, REPO, Node, Testbed, wait_for
+from tests.testbed import ETCD_URL, ETCD_URL6, REPO, Node, Testbed, wait_for
 
 NET = ipaddress.IPv4Network("10.244.0.0/16")
 CFG = NetworkConfig(network=NET, backend_type="vxlan", backend={"Type": "vxlan"})
@@ -453,7 +453,8 @@ def run_status(tb: Testbed, node: Node, *extra: str) -> subprocess.CompletedProc
             f"--net-config-path={tb.workdir / 'net-conf.json'}",
         ]
     else:
-        flags += [f"--etcd-endpoints={ETCD_URL}", f"--etcd-prefix={tb.etcd_prefix}"]
+        url = ETCD_URL if 4 in tb.families else ETCD_URL6  # as the testbed's daemons
+        flags += [f"--etcd-endpoints={url}", f"--etcd-prefix={tb.etcd_prefix}"]
     return tb.node_sh(
         node,
         "env",

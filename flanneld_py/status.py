@@ -1183,14 +1183,14 @@ def render_text(report: Mapping[str, Any], now: float | None = None) -> str:
         add(_row(f"{br['name']} MTU", br["mtu"]))
     add("")
 
-    sides = [("", report["peers"], report["diff"], report["in_sync"])] if 4 in families else []
+    sides = [("", report["peers"], report["diff"])] if 4 in families else []
     if report.get("ipv6"):
-        v6 = report["ipv6"]
-        sides.append((" IPv6", v6["peers"], v6["diff"], v6["in_sync"]))
-    for fam, peers, _d, _ok in sides:
+        sides.append((" IPv6", report["ipv6"]["peers"], report["ipv6"]["diff"]))
+    for fam, peers, _d in sides:
         _render_peers(add, f"Peers{fam}".ljust(14), peers, lease_only, host_gw or direct_routing)
     add("")
-    for fam, peers, d, ok in sides:
+    for fam, peers, d in sides:
+        ok = d["checked"] and not (d["missing"] or d["wrong"] or d["unexpected"])
         _render_datapath(add, f"Datapath{fam}".ljust(14), peers, d, ok, lease_only,
                          host_gw or direct_routing)  # fmt: skip
     add("")
@@ -1249,6 +1249,12 @@ def render_text(report: Mapping[str, Any], now: float | None = None) -> str:
     return "\n".join(out) + "\n"
 
 
+def _col(text: str, width: int) -> str:
+    """`text` padded to a column of `width` characters, or followed by one space when longer
+    (dual-stack keys, IPv6 addresses)."""
+    return f"{text:<{width}}" if len(text) < width else f"{text} "
+
+
 def _render_device(add: Callable[[str], None], title: str, dev: Mapping[str, Any]) -> None:
     add(f"{title}{dev['name']}")
     if dev["exists"]:
@@ -1275,7 +1281,7 @@ def _render_peers(
     elif peers["known"] and kinds:
         add(f"{title}{peers['count']} ({peers['direct']} direct, {peers['overlay']} overlay)")
         for p in peers["entries"][:TEXT_LIMIT]:
-            add(f"  {p['kind']:<9}{p['subnet']:<20}via {p['public_ip']:<17}{p['key']}")
+            add(f"  {p['kind']:<9}{_col(p['subnet'], 20)}via {_col(p['public_ip'], 17)}{p['key']}")
         if len(peers["entries"]) > TEXT_LIMIT:
             add(f"  ... and {len(peers['entries']) - TEXT_LIMIT} more (see --json)")
         for s in peers["skipped"]:
@@ -1319,7 +1325,7 @@ def _render_datapath(
         for state in ("missing", "wrong", "unexpected"):
             items = d[state]
             for item in items[:TEXT_LIMIT]:
-                add(f"  {state:<11}{item['kind']:<7}{item['peer'] or '-':<18}{item['text']}")
+                add(f"  {state:<11}{item['kind']:<7}{_col(item['peer'] or '-', 18)}{item['text']}")
             if len(items) > TEXT_LIMIT:
                 add(f"  {state:<11}... and {len(items) - TEXT_LIMIT} more (see --json)")
 

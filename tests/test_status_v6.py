@@ -28,9 +28,16 @@ from flanneld_py.status import (
 )
 from subnet.config import NetworkConfig
 from subnet.lease import Lease, LeaseAttrs
-from tests.test_dualstack import DUAL_CONFIG, dual_testbed, v6_testbed  # noqa: F401 (fixtures)
+from tests.test_dualstack import (  # noqa: F401 (fixtures)
+    DUAL_CONFIG,
+    dual_kube_testbed,
+    dual_testbed,
+    v6_kube_testbed,
+    v6_testbed,
+)
 from tests.test_status import run_json, run_status
-from tests.testbed import POD_NETWORK6, Testbed, TestbedError, wait_for
+from tests.testbed import POD_NETWORK6, Testbed, wait_for
+from tests.testbed import TestbedError as _TestbedError  # not collected as a test class
 
 NET4 = ipaddress.IPv4Network("10.244.0.0/16")
 NET6 = ipaddress.IPv6Network("fd10:244::/56")
@@ -272,7 +279,8 @@ def test_ipv6_drift_is_listed_under_ipv6_and_exit_1() -> None:
     only(report["problems"], "the kernel's IPv6 overlay entries differ")
     text = render_text(report)
     assert "Datapath IPv6 OUT OF SYNC (desired vs kernel)" in text
-    route = f"  missing    route  {lease(3).key:<18}{sub6(3)} via fd10:244:0:3::"
+    assert "Datapath      in sync (2 peers x neighbour, FDB, route)" in text
+    route = f"  missing    route  {lease(3).key} {sub6(3)} via fd10:244:0:3::"
     assert route in text, text
 
 
@@ -451,7 +459,8 @@ def test_dual_stack_node_status_is_clean_then_ipv6_route_and_fdb_deleted_are_mis
     assert res.returncode == 1
     key = next(iter(tb.leases().keys() - {k for k in tb.leases() if subnet6.split("/")[0] in k}))
     assert "Datapath IPv6 OUT OF SYNC (desired vs kernel)" in res.stdout, res.stdout
-    assert f"  missing    route  {key:<18}{psub6} via {psub6.split('/')[0]}" in res.stdout
+    assert f"  missing    route  {key} {psub6} via {psub6.split('/')[0]}" in res.stdout
+    assert "Datapath      in sync (1 peers x neighbour, FDB, route)" in res.stdout
     code, report = run_json(tb, node)
     assert code == 1 and report["in_sync"] is False and report["diff"]["missing"] == []
     d = report["ipv6"]["diff"]
@@ -478,7 +487,7 @@ def test_ipv6_only_node_status_is_clean(v6_testbed: Testbed) -> None:  # noqa: F
 
     try:
         report = wait_for("the IPv6-only node's status clean", clean)
-    except TestbedError:
+    except _TestbedError:
         pytest.fail(f"status not clean: {seen and seen[0]['problems']}")
     assert report is not None and report["problems"] == [], report
     assert report["network"]["families"] == [6] and report["device"]["needed"] is False
@@ -527,3 +536,58 @@ def test_dual_stack_ip6tables_and_nftables_ipv6_rules_checked(
     tb.node_sh(node, "nft", "delete", "chain", "ip6", "flannel-ipv6", "forward")
     code, report = run_json(tb, node)
     assert code == 1 and report["rules"]["missing"] == ["chain ip6 flannel-ipv6 forward"]
+
+
+@pytest.mark.kernel
+@pytest.mark.etcd
+def test_host_gw_dual_stack_status_clean_then_ipv6_route_deleted_is_missing(
+    dual_testbed: Testbed,  # noqa: F811
+) -> None:
+    tb = dual_testbed
+    tb.put_config(json.dumps({**json.loads(DUAL_CONFIG), "Backend": {"Type": "host-gw"}}))
+    node, peer = (tb.add_node() for _ in range(2))
+    for n in (node, peer):
+        tb.start_daemon(n)
+    for n in (node, peer):
+        tb.wait_subnet(n)
+    psub6 = tb.subnet6_of(peer)
+    route6 = f"{psub6} via {peer.address6} dev eth0"
+    wait_for("the IPv6 host-gw route",
+             lambda: route6 in tb.node_sh(node, "ip", "-6", "route").stdout)  # fmt: skip
+    code, report = run_json(tb, node)
+    assert code == 0 and report["problems"] == [], report["problems"]
+    v6 = report["ipv6"]
+    assert v6["device"]["needed"] is False
+    assert [(p["subnet"], p["public_ip"], p["kind"]) for p in v6["peers"]["entries"]] == [
+        (psub6, peer.address6, "direct")
+    ]
+    assert report["interface"]["address_v6"] == node.address6
+    assert tb.stop_daemon(node) == 0
+    tb.node_sh(node, "ip", "-6", "route", "del", psub6)
+    code, report = run_json(tb, node)
+    assert code == 1 and report["diff"]["missing"] == []
+    assert [(i["kind"], i["dst"], i["gateway"]) for i in report["ipv6"]["diff"]["missing"]] == [
+        ("direct", psub6, peer.address6)
+    ]
+
+
+@pytest.mark.kernel
+@pytest.mark.kube
+@pytest.mark.parametrize("stack", ["dual", "ipv6"])
+def test_kube_dual_stack_and_ipv6_only_status_clean(
+    stack: str, request: pytest.FixtureRequest
+) -> None:
+    tb: Testbed = request.getfixturevalue(f"{stack if stack == 'dual' else 'v6'}_kube_testbed")
+    node, peer = tb.start_nodes(2)
+
+    def clean() -> dict[str, Any] | None:
+        code, report = run_json(tb, node)
+        return report if code == 0 else None
+
+    report = wait_for(f"the {stack} kube node's status clean", clean)
+    assert report is not None and report["problems"] == [], report
+    assert report["lease"]["ipv6_subnet"] == tb.subnet6_of(node)
+    assert report["lease"]["vtep_mac_v6"] == tb.vtep_mac(node, "flannel-v6.1")
+    assert report["lease"]["public_ipv6"] == node.address6
+    assert [p["key"] for p in report["ipv6"]["peers"]["entries"]] == [peer.name]
+    assert report["network"]["families"] == ([4, 6] if stack == "dual" else [6])

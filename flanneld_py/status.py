@@ -4,8 +4,9 @@ An operator runs it on a node (or `kubectl exec` runs it in the DaemonSet pod) w
 flags, so that it finds the same datastore, subnet.env and kube settings. It reads the datastore and
 the kernel itself, never the daemon, so it also answers while the daemon is down, and it reports:
 
-- this node's lease (subnet, expiry, public IP, VTEP MAC), subnet.env, the `flannel.<VNI>` device
-  (vxlan) or the external interface (host-gw);
+- this node's lease (subnet, expiry, public IP, VTEP MAC; with IPv6 also the IPv6 subnet,
+  PublicIPv6 and the BackendV6Data VTEP MAC), subnet.env, the `flannel.<VNI>` and (IPv6 or dual
+  stack) `flannel-v6.<VNI>` devices (vxlan) or the external interface (host-gw);
 - the peers, chosen by the daemon's rules (the backend's `peer_from_lease`, `check_peer_subnet`),
   and how each is reached: "overlay" (neighbour, FDB entry and onlink route on the device) or
   "direct" (a route via its public IP: every host-gw peer, and with VXLAN DirectRouting the peers
@@ -14,10 +15,18 @@ the kernel itself, never the daemon, so it also answers while the daemon is down
   daemon's full pass dumps it (`VxlanDevice.dump`, `HostGwRoutes.dump`), through
   `backend.reconcile.diff`: missing, wrong, unexpected;
 - the traffic rules' mode (iptables or nftables, from `EnableNFTables`) and whether flanneld's
-  masquerade and forward rules for the given flags are present;
+  masquerade and forward rules for the given flags are present (IPv6: ip6tables, or the table
+  `flannel-ipv6`);
 - the daemon's last error and last sync (its state file, `flanneld_py.state`);
 - the common failures explained in words (no lease, subnet.env missing, podCIDR not assigned,
   interface or device missing, MTU mismatch between pods and the device, datastore unreachable).
+
+Every enabled family (`EnableIPv4`, `EnableIPv6`) is checked the way the daemon runs it: one
+device and one set of peer entries per family (`daemon.select_entry`), this node's lease known
+by its subnets of every family (`daemon.same_subnets`), a peer without an IPv6 part
+(`daemon.missing_part`) reached over IPv4 only, the IPv6 device's MTU 70 bytes under the
+underlay's on an IPv6 underlay, FLANNEL_MTU the smaller device MTU. The IPv6 side is the report's
+`ipv6` section; an IPv6-only network has no `flannel.<VNI>` and no FLANNEL_SUBNET.
 
 With the `alloc` backend there is no device and nothing to program: the report checks the lease
 (public IP only), subnet.env and the daemon, and the datapath counts as in sync.
@@ -80,12 +89,12 @@ STATUS_FLAGS: list[Flag] = [
 ]
 
 INTRO = (
-    "flanneld-py status shows this node's lease, subnet.env, the flannel.<VNI> device (host-gw: "
-    "the external interface), the peers (and whether each is reached through the overlay or by "
-    "a direct route) and the difference between the kernel entries the datastore's peers need "
-    "and the kernel's, the traffic rules, plus the daemon's last error. Give it the daemon's "
-    "flags. It reads the datastore and the kernel itself, so it works while the daemon is down. "
-    "Exit status: 0 in sync and healthy, 1 not, 2 bad usage."
+    "flanneld-py status shows this node's lease, subnet.env, the flannel.<VNI> device (IPv6: "
+    "flannel-v6.<VNI>; host-gw: the external interface), the peers (and whether each is "
+    "reached through the overlay or by a direct route) and the difference between the kernel "
+    "entries the datastore's peers need and the kernel's, the traffic rules, plus the daemon's "
+    "last error. Give it the daemon's flags. It reads the datastore and the kernel itself, so "
+    "it works while the daemon is down. Exit status: 0 in sync and healthy, 1 not, 2 bad usage."
 )
 
 CNI_BRIDGE = "cni0"  # the bridge the flannel CNI plugin's delegate creates (flannel's default)

@@ -402,6 +402,31 @@ def test_host_gw_dual_stack_routes_and_ipv6_nat_check() -> None:
     assert "2001:db8::1" in only(nat, "probably behind NAT")
 
 
+def test_ipv6_direct_routing_decisions_make_direct_and_overlay_ipv6_peers() -> None:
+    cfg = NetworkConfig(network=NET4, ipv6_network=NET6, enable_ipv6=True, backend_type="vxlan",
+                        backend={"Type": "vxlan", "DirectRouting": True})  # fmt: skip
+    d6 = PeerEntry.direct_route(sub6(2), "2001:db8::2")
+    side = v6_side(direct_ips={"2001:db8::2": True, "2001:db8::3": False},
+                   kernel=KernelState.of([d6, entry6(3)]))  # fmt: skip
+    report = build_report(dual(config=cfg, v6=side))
+    assert report["ipv6"]["in_sync"] is True and report["problems"] == [], report["problems"]
+    assert {p["subnet"]: p["kind"] for p in report["ipv6"]["peers"]["entries"]} == {
+        sub6(2): "direct",
+        sub6(3): "overlay",
+    }
+    assert (report["peers"]["direct"], report["peers"]["overlay"]) == (0, 2)  # IPv4: no decision
+    text = render_text(report)
+    assert "Peers IPv6    2 (1 direct, 1 overlay)" in text
+    assert f"  direct   {sub6(2):<20}via 2001:db8::2" in text
+    assert "Datapath IPv6 in sync (2 peers: 1 x route via public IP; 1 x neighbour" in text
+    # the peer programmed through the overlay instead: its direct route is missing
+    other = build_report(dual(config=cfg, v6=v6_side(direct_ips=side.direct_ips)))
+    missing = other["ipv6"]["diff"]["missing"]
+    assert [(i["kind"], i["dst"], i["gateway"]) for i in missing] == [
+        ("direct", sub6(2), "2001:db8::2")
+    ]
+
+
 def test_traffic_rules_of_both_families_in_one_line() -> None:
     rules = {"mode": "iptables", "masquerade": True, "forward": True, "checked": True,
              "missing": ["ip6tables filter -A FORWARD -m comment --comment \"flanneld forward\" "
@@ -591,3 +616,38 @@ def test_kube_dual_stack_and_ipv6_only_status_clean(
     assert report["lease"]["public_ipv6"] == node.address6
     assert [p["key"] for p in report["ipv6"]["peers"]["entries"]] == [peer.name]
     assert report["network"]["families"] == ([4, 6] if stack == "dual" else [6])
+
+
+@pytest.mark.kernel
+@pytest.mark.etcd
+def test_dual_stack_direct_routing_status_clean_then_ipv6_direct_route_deleted(
+    dual_testbed: Testbed,  # noqa: F811
+) -> None:
+    """Nodes on one L2 network: with DirectRouting every peer is direct in both families."""
+    tb = dual_testbed
+    config = json.loads(DUAL_CONFIG)
+    tb.put_config(json.dumps({**config, "Backend": {"Type": "vxlan", "DirectRouting": True}}))
+    node, peer = (tb.add_node() for _ in range(2))
+    for n in (node, peer):
+        tb.start_daemon(n)
+    for n in (node, peer):
+        tb.wait_subnet(n)
+    psub6 = tb.subnet6_of(peer)
+    route6 = f"{psub6} via {peer.address6} dev eth0"
+    route4 = f"{tb.subnet_of(peer)} via {peer.address} dev eth0"
+    wait_for("the IPv6 direct route",
+             lambda: route6 in tb.node_sh(node, "ip", "-6", "route").stdout)  # fmt: skip
+    wait_for("the IPv4 direct route", lambda: route4 in tb.node_sh(node, "ip", "route").stdout)
+    code, report = run_json(tb, node)
+    assert code == 0 and report["problems"] == [], report["problems"]
+    assert [(p["subnet"], p["kind"]) for p in report["ipv6"]["peers"]["entries"]] == [
+        (psub6, "direct")
+    ]
+    assert report["peers"]["direct"] == 1
+    assert tb.stop_daemon(node) == 0
+    tb.node_sh(node, "ip", "-6", "route", "del", psub6)
+    code, report = run_json(tb, node)
+    assert code == 1 and report["diff"]["missing"] == []
+    assert [(i["kind"], i["dst"], i["gateway"]) for i in report["ipv6"]["diff"]["missing"]] == [
+        ("direct", psub6, peer.address6)
+    ]

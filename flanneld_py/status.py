@@ -113,7 +113,9 @@ class OwnLease:
     reservation (a key without an etcd lease, which never expires). `public_ip` and `vtep_mac` are
     what peers use to reach this node (None when not published). `public_ip_overwritten`: the
     published IP comes from the kube `public-ip-overwrite` annotation (NAT), so it may differ from
-    the device's local address.
+    the device's local address. The IPv6 counterparts (`ipv6_subnet`, `public_ipv6`,
+    `vtep_mac_v6` from BackendV6Data, `public_ipv6_overwritten`) are None/False without IPv6;
+    on an IPv6-only network `subnet`, `public_ip` and `vtep_mac` are None.
     """
 
     key: str

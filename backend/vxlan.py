@@ -129,10 +129,25 @@ class VxlanPeer:
     v6: PeerEntry | None
 
 
+def v6_data_error(lease: Lease) -> str:
+    """Why a vxlan lease's BackendV6Data cannot be used ("BackendV6Data: <problem>"), or ""
+    when it can (or is absent: see the daemon's `missing_part`)."""
+    data = lease.attrs.backend_v6_data
+    if not isinstance(data, dict):
+        return ""
+    try:
+        _parse_mac(json_fields(data).get("vtepmac"))
+    except PeerFormatError as err:
+        return f"BackendV6Data: {err}"
+    return ""
+
+
 def peer_from_lease(lease: Lease) -> VxlanPeer | None:
     """Turn a peer's lease into its overlay entries. Returns None for another backend type.
 
-    Raises PeerFormatError when BackendData is not `{"VtepMAC": "<mac>", ...}`.
+    Raises PeerFormatError when BackendData is not `{"VtepMAC": "<mac>", ...}`. Unusable
+    BackendV6Data (see `v6_data_error`) leaves the IPv6 part out, as flanneld (which programs
+    the IPv4 part first) does; a lease with nothing but that part is refused (PeerFormatError).
     """
     if lease.attrs.backend_type != "vxlan":
         return None
@@ -149,7 +164,10 @@ def peer_from_lease(lease: Lease) -> VxlanPeer | None:
         )
     if lease.ipv6_subnet is not None and lease.attrs.public_ipv6 is not None:
         data = lease.attrs.backend_v6_data
-        if isinstance(data, dict):
+        problem = v6_data_error(lease)
+        if problem and v4 is None:
+            raise PeerFormatError(problem)
+        if isinstance(data, dict) and not problem:
             v6 = PeerEntry(
                 str(lease.ipv6_subnet),
                 str(lease.ipv6_subnet.network_address),

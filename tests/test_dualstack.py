@@ -63,6 +63,10 @@ def test_missing_part_names_what_a_peer_lacks_for_a_family() -> None:
     assert missing_part(lease("10.244.9.0/24", "fd10:244:0:9::/64", no_ip6), 6) == "no PublicIPv6"
     no_data = LeaseAttrs(full.public_ip, full.public_ipv6, "vxlan", data, None)
     assert missing_part(lease(None, "fd10:244:0:9::/64", no_data), 6) == "no BackendV6Data"
+    bad_mac = LeaseAttrs(full.public_ip, full.public_ipv6, "vxlan", data, {"VtepMAC": "zz"})
+    assert missing_part(lease("10.244.9.0/24", "fd10:244:0:9::/64", bad_mac), 6) == (
+        "BackendV6Data: VtepMAC 'zz' is not a MAC address"
+    )
 
 
 def test_first_sync_waits_for_every_device() -> None:
@@ -339,8 +343,27 @@ def test_dual_stack_peer_without_an_ipv6_part_is_reached_over_ipv4(dual_testbed:
     tb.client.put(f"{prefix}/10.244.202.0-24&fd10:244:0:ca::-64", full.encode())
     wait_for("the full peer's IPv6 route",
              lambda: "fd10:244:0:ca::/64" in tb.routes(node, "flannel-v6.1"))  # fmt: skip
+    # BackendV6Data with a bad MAC, or an IPv6 subnet outside IPv6Network: IPv4 only too
+    bad_v6 = LeaseAttrs(ipaddress.IPv4Address("198.18.0.96"), ipaddress.IPv6Address("2001:db8::96"),
+                        "vxlan", {"VNI": 1, "VtepMAC": "0e:00:00:00:00:96"},
+                        {"VNI": 1, "VtepMAC": "not-a-mac"})  # fmt: skip
+    tb.client.put(f"{prefix}/10.244.203.0-24&fd10:244:0:cb::-64", bad_v6.encode())
+    outside = LeaseAttrs(ipaddress.IPv4Address("198.18.0.95"),
+                         ipaddress.IPv6Address("2001:db8::95"), "vxlan",
+                         {"VNI": 1, "VtepMAC": "0e:00:00:00:00:95"},
+                         {"VNI": 1, "VtepMAC": "0e:00:00:00:01:95"})  # fmt: skip
+    tb.client.put(f"{prefix}/10.244.204.0-24&fd99::-64", outside.encode())
+    wait_for("the routes of the peers with a bad IPv6 part",
+             lambda: {"10.244.203.0/24", "10.244.204.0/24"} <= set(tb.routes(node)))  # fmt: skip
+    assert tb.neighbours(node)["10.244.203.0"] == "0e:00:00:00:00:96"
+    assert "fd99::/64" not in tb.routes(node, "flannel-v6.1")
+    log = node.log()
+    assert ("peer lease 10.244.203.0-24&fd10:244:0:cb::-64 has IPv6: BackendV6Data: VtepMAC "
+            "'not-a-mac' is not a MAC address; reachable over IPv4 only") in log  # fmt: skip
+    assert ("peer lease 10.244.204.0-24&fd99::-64 has IPv6: subnet fd99::/64 is outside the "
+            f"network {POD_NETWORK6}; reachable over IPv4 only") in log  # fmt: skip
     metrics = scrape(node)
-    assert metrics.value("flannel_peers", family="ipv4") == 3
+    assert metrics.value("flannel_peers", family="ipv4") == 5
     assert metrics.value("flannel_peers", family="ipv6") == 1
     assert node.process is not None and node.process.poll() is None
 

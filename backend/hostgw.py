@@ -118,7 +118,7 @@ class HostGwRoutes:
 
     def dump(self) -> KernelState:
         """The host-gw routes on the interface: main table, protocol boot, destination inside
-        the cluster network, gateway outside it (see `BulkSocket.dump_gateway_routes`); empty
+        the cluster network, a gateway, not onlink (see `BulkSocket.dump_gateway_routes`); empty
         until the network is known. Other routes are never listed, so never removed."""
         if self.network is None:
             return KernelState()

@@ -343,7 +343,7 @@ class VxlanDevice:
     def dump(self) -> KernelState:
         """The per-peer objects flanneld-py owns on the device (see `owned_state`), and with
         DirectRouting the direct routes (see `nlbulk.BulkSocket.dump_gateway_routes`: routes in
-        the cluster network via an address outside it, on any other link)."""
+        the cluster network via a gateway, not onlink, on any other link)."""
         with self._lock:
             state = owned_state(self.bulk, self.index, self.family, self.network)
             if self.direct_routing and self.network is not None:

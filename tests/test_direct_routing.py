@@ -202,6 +202,39 @@ def test_route_lookup_tells_on_link_from_gateway_and_unreachable(testbed: Testbe
 
 
 @pytest.mark.kernel
+@pytest.mark.parametrize("family", [4, 6])
+def test_dump_of_direct_routes_skips_onlink_routes_not_gateways_inside_the_network(
+    testbed: Testbed, family: int
+) -> None:
+    """Routes via a peer's public IP are listed even when the cluster network holds that
+    address (its nodes' addresses inside `Network`); VXLAN-style onlink routes are not."""
+    import ipaddress
+    import socket
+
+    from backend.nlbulk import BulkSocket, Scope
+
+    node = testbed.add_node()  # eth0 198.18.0.1/24
+    dev = "eth0"
+    if family == 4:
+        net, under, peer, gw = "198.18.0.0/16", "198.18.0.1/24", "198.18.5.0/24", "198.18.0.2"
+        onlink, vtep = "198.18.6.0/24", "198.18.6.0"
+    else:
+        net, under, peer, gw = "2001:db8::/32", "2001:db8::1/64", "2001:db8:5::/64", "2001:db8::2"
+        onlink, vtep = "2001:db8:6::/64", "2001:db8:6::"
+        testbed.node_sh(node, "ip", "addr", "add", under, "dev", dev, "nodad")
+    testbed.node_sh(node, "ip", "route", "add", peer, "via", gw, "dev", dev)
+    testbed.node_sh(node, "ip", "route", "add", onlink, "via", vtep, "dev", dev, "onlink")
+    with inside(node.netns):
+        bulk = BulkSocket()
+    try:
+        af = socket.AF_INET if family == 4 else socket.AF_INET6
+        found = bulk.dump_gateway_routes(af, Scope.of(ipaddress.ip_network(net)))
+        assert found == {peer: gw}
+    finally:
+        bulk.close()
+
+
+@pytest.mark.kernel
 @pytest.mark.etcd
 def test_direct_routing_on_one_l2_network_and_overlay_through_a_router(testbed: Testbed) -> None:
     testbed.put_config(DR_NETWORK)

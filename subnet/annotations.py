@@ -225,18 +225,22 @@ def own_annotations(
 
     `public-ip` is the `public-ip-overwrite` annotation when set (NAT), else the detected IP.
     `backend-data` is the JSON of the backend data; a backend other than vxlan writes it even
-    when there is none, as `null` (alloc: `backend-type: ""`, `backend-data: null`).
+    when there is none, as `null` (alloc: `backend-type: ""`, `backend-data: null`), and a
+    vxlan node without it (IPv6-only) writes neither it nor `public-ip`. `backend-v6-data` and
+    `public-ipv6` (or `public-ipv6-overwrite`) come with vxlan's IPv6 backend data, or for
+    host-gw with an IPv6 public IP (`backend-v6-data: null`), as flanneld's AcquireLease.
     """
     ann = _annotations(node)
     want: dict[str, str] = {
         names.backend_type: attrs.backend_type,
         names.subnet_manager: "true",
-        names.public_ip: ann.get(names.public_ip_overwrite) or str(attrs.public_ip),
     }
     if attrs.backend_data is not None or attrs.backend_type != "vxlan":
         want[names.backend_data] = go_json(attrs.backend_data)
-    if attrs.public_ipv6 is not None:
+        want[names.public_ip] = ann.get(names.public_ip_overwrite) or str(attrs.public_ip)
+    if attrs.public_ipv6 is not None and (
+        attrs.backend_v6_data is not None or attrs.backend_type == "host-gw"
+    ):
+        want[names.backend_v6_data] = go_json(attrs.backend_v6_data)
         want[names.public_ipv6] = ann.get(names.public_ipv6_overwrite) or str(attrs.public_ipv6)
-        if attrs.backend_v6_data is not None:
-            want[names.backend_v6_data] = go_json(attrs.backend_v6_data)
     return {k: v for k, v in want.items() if ann.get(k) != v}

@@ -161,6 +161,40 @@ def test_own_annotations_are_written_as_flanneld_writes_them() -> None:
     assert own_annotations(NAMES, nat, attrs) == {P + "public-ip": "203.0.113.9"}
 
 
+def test_ipv6_annotations_are_written_as_flanneld_writes_them() -> None:
+    """flanneld (`pkg/subnet/kube` AcquireLease) writes backend-data and public-ip only when a
+    vxlan node has IPv4 backend data (so never IPv6-only), and backend-v6-data with
+    public-ipv6 for a vxlan node with IPv6 backend data or a host-gw node with an IPv6 public
+    IP, whose backend-v6-data is `null`."""
+    v6 = ipaddress.IPv6Address("2001:db8::1")
+    data = {"VNI": 1, "VtepMAC": "0e:00:00:00:00:01"}
+    v6_only = LeaseAttrs(ipaddress.IPv4Address("0.0.0.0"), v6, "vxlan", None, data)
+    assert own_annotations(NAMES, node(), v6_only) == {
+        P + "backend-type": "vxlan",
+        P + "backend-v6-data": '{"VNI":1,"VtepMAC":"0e:00:00:00:00:01"}',
+        P + "kube-subnet-manager": "true",
+        P + "public-ipv6": "2001:db8::1",
+    }
+    dual_host_gw = LeaseAttrs(ipaddress.IPv4Address("198.18.0.1"), v6, "host-gw")
+    assert own_annotations(NAMES, node(), dual_host_gw) == {
+        P + "backend-type": "host-gw",
+        P + "backend-data": "null",
+        P + "backend-v6-data": "null",
+        P + "kube-subnet-manager": "true",
+        P + "public-ip": "198.18.0.1",
+        P + "public-ipv6": "2001:db8::1",
+    }
+    v6_only_host_gw = LeaseAttrs(ipaddress.IPv4Address("0.0.0.0"), v6, "host-gw")
+    assert own_annotations(NAMES, node(), v6_only_host_gw) == {
+        P + "backend-type": "host-gw",
+        P + "backend-data": "null",
+        P + "backend-v6-data": "null",
+        P + "kube-subnet-manager": "true",
+        P + "public-ip": "0.0.0.0",
+        P + "public-ipv6": "2001:db8::1",
+    }
+
+
 def test_peer_view_ignores_heartbeats_but_sees_pod_cidr_changes() -> None:
     a = node(cidrs=["10.244.2.0/24"], **VXLAN)
     b = node(cidrs=["10.244.2.0/24"], **VXLAN)

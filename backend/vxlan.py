@@ -410,7 +410,42 @@ class VxlanDevice:
                         message = nlbulk.route_request(op.action, index, op.a, op.b)
                     requests.append(nlbulk.Request(message, missing_ok=op.action == "delete"))
                 results += self.bulk.execute(requests)
+            if any(_refused_route(op, error) for op, error in zip(ops, results, strict=True)):
+                self._clear_way(ops, results)
         return results
+
+    def _clear_way(self, ops: Sequence[Op], results: list[str | None]) -> None:
+        """IPv6 refuses an onlink route whose gateway (the peer's VTEP address, inside its
+        subnet) is routed through another device, as it is while a route of flanneld's other
+        kind to that subnet is left from an earlier start (host-gw, DirectRouting since turned
+        off): such a route (see `nlbulk.BulkSocket.dump_gateway_routes`) is deleted and the
+        onlink route written again; `results` is updated in place. One dump, only after a
+        refused route write."""
+        if self.network is None:
+            return
+        net = ipaddress.ip_network(self.network)
+        if net.version != self.version:
+            return
+        found = self.bulk.dump_gateway_routes(
+            self.family, nlbulk.Scope.of(net), exclude_index=self.index
+        )
+        for i, (op, error) in enumerate(zip(ops, results, strict=True)):
+            gateway = found.get(op.a)
+            if not _refused_route(op, error) or gateway is None:
+                continue
+            log.info("deleting the route %s via %s (host-gw's or DirectRouting's): IPv6 "
+                     "refuses the overlay route to %s while it is there", op.a, gateway,
+                     op.a)  # fmt: skip
+            delete = nlbulk.gateway_route_request("delete", op.a, gateway)
+            replace = nlbulk.route_request(op.action, self.index, op.a, op.b)
+            results[i] = self.bulk.execute(
+                [nlbulk.Request(delete, missing_ok=True), nlbulk.Request(replace)]
+            )[1]
+
+
+def _refused_route(op: Op, error: str | None) -> bool:
+    """Whether the kernel refused an onlink route write as invalid (see `_clear_way`)."""
+    return op.kind == "route" and op.action == "replace" and error is not None and "EINVAL" in error
 
 
 def owned_state(

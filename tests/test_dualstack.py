@@ -521,3 +521,46 @@ def test_host_gw_dual_stack_routes_via_both_public_addresses(dual_testbed: Testb
     wait_for("the IPv4 host-gw route", lambda: want4 in routes())
     wait_for("the IPv6 host-gw route", lambda: want6 in routes("-6"))
     assert a.subnet_env()["FLANNEL_MTU"] == "1500"
+
+
+@pytest.mark.kernel
+def test_switch_from_host_gw_to_vxlan_in_dual_stack_replaces_the_ipv6_routes() -> None:
+    """The cluster moves from host-gw to vxlan (or DirectRouting is turned off): the routes
+    `<peer subnet> via <peer public IP>` of the last start are in the way of the overlay's
+    onlink routes, which IPv4 writes over them but IPv6 refuses (the onlink gateway is routed
+    through eth0). The IPv6 route left by host-gw goes and the peer gets the overlay."""
+    if not in_private_netns():
+        pytest.fail("run through tests/private-netns (as `make test` does)")
+    tb = Testbed(families=(4, 6))
+
+    def config(backend: str) -> None:
+        cfg = {"Network": "10.244.0.0/16", "EnableIPv6": True, "IPv6Network": POD_NETWORK6}
+        tb.put_config(json.dumps({**cfg, "Backend": {"Type": backend}}))
+
+    try:
+        tb.start_etcd()
+        config("host-gw")
+        nodes = [tb.add_node(), tb.add_node()]
+        for node in nodes:
+            tb.start_daemon(node)
+        for node in nodes:
+            tb.wait_subnet(node)
+        n1, n2 = nodes
+        s6 = tb.subnet6_of(n2)
+
+        def route6() -> str:
+            return tb.node_sh(n1, "ip", "-6", "route", "show", s6).stdout
+
+        wait_for("n1's host-gw IPv6 route", lambda: f"via {n2.address6} dev eth0" in route6())
+        for node in nodes:
+            assert tb.stop_daemon(node) == 0
+        config("vxlan")
+        for node in nodes:
+            tb.start_daemon(node)
+        wait_for("n2's IPv6 overlay route on n1", lambda: s6 in tb.routes(n1, "flannel-v6.1"))
+        assert "eth0" not in route6()
+        assert "cannot program peer" not in n1.log()
+        pods = [tb.add_pod(node) for node in nodes]
+        assert tb.ping(pods[0], pods[1].ip6, count=3)
+    finally:
+        tb.cleanup()

@@ -564,3 +564,58 @@ def test_switch_from_host_gw_to_vxlan_in_dual_stack_replaces_the_ipv6_routes() -
         assert tb.ping(pods[0], pods[1].ip6, count=3)
     finally:
         tb.cleanup()
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("nftables", [False, True])
+def test_subnet_change_while_running_moves_both_families_masquerade_rules(
+    nftables: bool,
+) -> None:
+    """The node's lease is lost while it is frozen and another node takes its subnets: the
+    daemon leases new ones and its masquerade rules follow in both families (iptables and
+    ip6tables, or both nftables tables); nothing names the old subnets any more."""
+    import signal
+
+    if not in_private_netns():
+        pytest.fail("run through tests/private-netns (as `make test` does)")
+    tb = Testbed(families=(4, 6))
+    try:
+        tb.start_etcd()
+        cfg = json.loads(DUAL_CONFIG)
+        tb.put_config(json.dumps({**cfg, "EnableNFTables": nftables}))
+        node = tb.add_node()
+        tb.start_daemon(node, "--ip-masq", "--iptables-resync=1")
+        tb.wait_subnet(node)
+        old4, old6 = tb.subnet_of(node), tb.subnet6_of(node)
+        v6 = ipaddress.IPv6Network(old6)
+        key = f"{tb.etcd_prefix}/subnets/{old4.replace('/', '-')}&{v6.network_address}-64"
+
+        def rules() -> str:
+            if nftables:
+                return tb.node_sh(node, "nft", "list", "ruleset").stdout
+            return "".join(tb.node_sh(node, cmd, "-t", "nat", "-S").stdout
+                           for cmd in ("iptables", "ip6tables"))  # fmt: skip
+
+        wait_for("the rules of both families", lambda: old4 in rules() and old6 in rules())
+        assert node.process is not None
+        node.process.send_signal(signal.SIGSTOP)
+        try:
+            tb.client.delete(key)
+            other = LeaseAttrs(ipaddress.IPv4Address("198.18.0.99"),
+                               ipaddress.IPv6Address("2001:db8::99"), "vxlan",
+                               {"VNI": 1, "VtepMAC": "0e:00:00:00:00:99"},
+                               {"VNI": 1, "VtepMAC": "0e:00:00:00:01:99"})  # fmt: skip
+            tb.client.put(key, other.encode(), lease=tb.client.lease(3600).id)
+        finally:
+            node.process.send_signal(signal.SIGCONT)
+        wait_for("new subnets", lambda: tb.subnet_of(node) != old4)
+        new4, new6 = tb.subnet_of(node), tb.subnet6_of(node)
+        assert new6 != old6
+
+        def moved() -> bool:
+            text = rules()
+            return new4 in text and new6 in text and old4 not in text and old6 not in text
+
+        wait_for("the rules of the new subnets only", moved, timeout=15)
+    finally:
+        tb.cleanup()

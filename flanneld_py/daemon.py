@@ -431,8 +431,10 @@ class Daemon:
             and (key == self.sm.own_key(own) or same_subnets(lease, own, cfg.families))
         )
 
-    def _peer(self, lease: Lease) -> VxlanPeer | None:
-        """A peer's record; None for a lease of another backend type.
+    def _peer(self, key: str, lease: Lease) -> VxlanPeer | None:
+        """Peer `key`'s record; None for a lease of another backend type. An unusable IPv6 part
+        of a dual-stack lease leaves the IPv4 part (logged), and the peer's last good IPv6
+        entry stays (decisions #2; flanneld leaves it in the kernel too).
 
         Raises PeerFormatError (logged once per key and problem, and counted) for unusable
         backend data.
@@ -453,14 +455,20 @@ class Daemon:
                         lease.attrs.backend_type, self.cfg and self.cfg.backend_type)  # fmt: skip
         if peer is not None and v6_problem:
             peer = replace(peer, v6=None)
+        kept = False
+        if peer is not None and peer.v6 is None and self.cfg and 6 in self.cfg.families:
+            old = self.table.get(key)
+            bad = v6_problem or (lease.attrs.backend_type == "vxlan" and v6_data_error(lease))
+            if bad and old is not None and old.v6 is not None:
+                peer, kept = replace(peer, v6=old.v6), True
         if peer is not None:
-            self._note_partial(lease, v6_problem)
+            self._note_partial(lease, v6_problem, kept)
         return peer
 
-    def _note_partial(self, lease: Lease, v6_problem: str = "") -> None:
+    def _note_partial(self, lease: Lease, v6_problem: str = "", kept: bool = False) -> None:
         """Log once per peer and problem when a vxlan peer lacks the part of an enabled family
         (a dual-stack network with an IPv4-only node) or that part is unusable (`v6_problem`):
-        it is reached over the families it has."""
+        it is reached over the families it has (and IPv6 by its last good entry, `kept`)."""
         assert self.cfg is not None
         missing = {v: missing_part(lease, v) or (v6_problem if v == 6 else "")
                    for v in self.cfg.families}  # fmt: skip
@@ -471,7 +479,8 @@ class Daemon:
             self._partial_peers[lease.key] = problem
             usable = [f"IPv{v}" for v, why in missing.items() if not why]
             log.warning("peer lease %s has %s; %s", lease.key, problem,
-                        f"reachable over {' and '.join(usable)} only" if usable
+                        "keeping its last good IPv6 entry" if kept
+                        else f"reachable over {' and '.join(usable)} only" if usable
                         else "it cannot be reached")  # fmt: skip
 
     def _check_subnets(self, lease: Lease) -> str:
@@ -515,7 +524,7 @@ class Daemon:
             if self._is_own(key, lease):
                 continue
             try:
-                peer = self._peer(lease)
+                peer = self._peer(key, lease)
             except PeerFormatError:
                 continue
             if peer is not None:
@@ -548,7 +557,7 @@ class Daemon:
         if not self.programs_peers:
             return
         try:
-            peer = self._peer(lease)
+            peer = self._peer(key, lease)
         except PeerFormatError:
             return  # keep the peer's last good state (decisions #2)
         if peer is None:

@@ -362,6 +362,16 @@ def test_dual_stack_peer_without_an_ipv6_part_is_reached_over_ipv4(dual_testbed:
             "'not-a-mac' is not a MAC address; reachable over IPv4 only") in log  # fmt: skip
     assert ("peer lease 10.244.204.0-24&fd99::-64 has IPv6: subnet fd99::/64 is outside the "
             f"network {POD_NETWORK6}; reachable over IPv4 only") in log  # fmt: skip
+    # the full peer's update breaks its BackendV6Data: the IPv4 change is taken, the IPv6
+    # entries stay as they were (the last good state)
+    new_v4 = {"VNI": 1, "VtepMAC": "0e:00:00:00:02:97"}
+    broken = LeaseAttrs(full.public_ip, full.public_ipv6, "vxlan", new_v4, {"VtepMAC": 7})
+    tb.client.put(f"{prefix}/10.244.202.0-24&fd10:244:0:ca::-64", broken.encode())
+    wait_for("the full peer's new IPv4 MAC",
+             lambda: tb.neighbours(node)["10.244.202.0"] == "0e:00:00:00:02:97")  # fmt: skip
+    assert tb.neighbours(node, "flannel-v6.1")["fd10:244:0:ca::"] == "0e:00:00:00:01:97"
+    assert "fd10:244:0:ca::/64" in tb.routes(node, "flannel-v6.1")
+    wait_for("the warning", lambda: "keeping its last good IPv6 entry" in node.log())
     metrics = scrape(node)
     assert metrics.value("flannel_peers", family="ipv4") == 5
     assert metrics.value("flannel_peers", family="ipv6") == 1

@@ -133,8 +133,10 @@ def v6_data_error(lease: Lease) -> str:
     """Why a vxlan lease's BackendV6Data cannot be used ("BackendV6Data: <problem>"), or ""
     when it can (or is absent: see the daemon's `missing_part`)."""
     data = lease.attrs.backend_v6_data
-    if not isinstance(data, dict):
+    if data is None:
         return ""
+    if not isinstance(data, dict):
+        return f"BackendV6Data: must be an object like {{'VtepMAC': '<mac>'}}, got {data!r}"
     try:
         _parse_mac(json_fields(data).get("vtepmac"))
     except PeerFormatError as err:

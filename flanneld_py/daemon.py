@@ -98,7 +98,7 @@ def missing_part(lease: Lease, version: int) -> str:
     if lease.attrs.public_ipv6 is None:
         return "no PublicIPv6"
     if lease.attrs.backend_type == "vxlan":
-        if not isinstance(lease.attrs.backend_v6_data, dict):
+        if lease.attrs.backend_v6_data is None:
             return "no BackendV6Data"
         return v6_data_error(lease)
     return ""

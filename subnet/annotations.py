@@ -165,7 +165,9 @@ def node_to_lease(node: dict[str, Any], names: AnnotationNames, cfg: NetworkConf
     """A peer Node as a lease; None when flannel does not manage it (no `kube-subnet-manager`
     annotation `"true"`, or no podCIDR yet).
 
-    Raises LeaseFormatError (naming the node) for a malformed public IP, backend data or podCIDR.
+    Raises LeaseFormatError (naming the node) for a malformed public IP, backend data or podCIDR
+    (in dual stack, a backend-v6-data that is not JSON is kept as its text, which the backend
+    finds unusable, and the IPv4 part stays usable).
     """
     ann = _annotations(node)
     name = node_name(node)
@@ -178,8 +180,10 @@ def node_to_lease(node: dict[str, Any], names: AnnotationNames, cfg: NetworkConf
         v6 = None
     if v4 is None and v6 is None:
         return None
+    # as flanneld's nodeToLease: a family's annotations are read only when it is enabled
+    raw4 = ann.get(names.public_ip) if cfg.enable_ipv4 else None
+    raw6 = ann.get(names.public_ipv6) if cfg.enable_ipv6 else None
     try:
-        raw4, raw6 = ann.get(names.public_ip), ann.get(names.public_ipv6)
         if not isinstance(raw4 or "", str) or not isinstance(raw6 or "", str):
             raise ValueError("not a string")
         public_ip = ipaddress.IPv4Address(raw4 or "0.0.0.0")
@@ -188,14 +192,25 @@ def node_to_lease(node: dict[str, Any], names: AnnotationNames, cfg: NetworkConf
         raise LeaseFormatError(f"node {name!r}: public IP annotation: {err}") from None
     if v4 is not None and int(public_ip) == 0:
         raise LeaseFormatError(f"node {name!r} has no {names.public_ip} annotation")
+    backend_data = None
+    if cfg.enable_ipv4:
+        raw = ann.get(names.backend_data)
+        backend_data = _json_annotation(raw, f"node {name!r} backend-data")
+    backend_v6_data = None
+    if cfg.enable_ipv6:
+        raw = ann.get(names.backend_v6_data)
+        try:
+            backend_v6_data = _json_annotation(raw, f"node {name!r} backend-v6-data")
+        except LeaseFormatError:
+            if v4 is None:
+                raise
+            backend_v6_data = raw  # not an object: the IPv6 part is unusable, the IPv4 one is not
     attrs = LeaseAttrs(
         public_ip=public_ip,
         public_ipv6=public_ipv6,
         backend_type=str(ann.get(names.backend_type) or ""),
-        backend_data=_json_annotation(ann.get(names.backend_data), f"node {name!r} backend-data"),
-        backend_v6_data=_json_annotation(
-            ann.get(names.backend_v6_data), f"node {name!r} backend-v6-data"
-        ),
+        backend_data=backend_data,
+        backend_v6_data=backend_v6_data,
     )
     return Lease(v4, v6, attrs)
 

@@ -129,6 +129,14 @@ class VxlanPeer:
     v6: PeerEntry | None
 
 
+def check_public_ip(lease: Lease) -> None:
+    """Refuse a lease with an IPv4 subnet but PublicIP 0.0.0.0 (unset; flanneld writes it only
+    on IPv6-only leases, which have no IPv4 subnet): the peer's subnet would be sent to
+    0.0.0.0. Raises PeerFormatError."""
+    if lease.subnet is not None and int(lease.attrs.public_ip) == 0:
+        raise PeerFormatError(f"PublicIP is 0.0.0.0 (unset): no address to reach {lease.subnet}")
+
+
 def v6_data_error(lease: Lease) -> str:
     """Why a vxlan lease's BackendV6Data cannot be used ("BackendV6Data: <problem>"), or ""
     when it can (or is absent: see the daemon's `missing_part`)."""
@@ -155,6 +163,7 @@ def peer_from_lease(lease: Lease) -> VxlanPeer | None:
         return None
     v4 = v6 = None
     if lease.subnet is not None:
+        check_public_ip(lease)
         data = lease.attrs.backend_data
         if not isinstance(data, dict):
             raise PeerFormatError(f"BackendData must be an object, got {data!r}")

@@ -274,3 +274,16 @@ def test_a_bad_ipv6_part_leaves_the_ipv4_part(v6_mac: Any) -> None:
     )
     with pytest.raises(PeerFormatError, match="BackendV6Data"):
         peer_from_lease(vxlan_lease(data={}, subnet=None, public_ip=V4("0.0.0.0"), **kw))
+
+
+def test_an_ipv4_part_without_a_public_ip_is_refused() -> None:
+    """PublicIP 0.0.0.0 (unset) with an IPv4 subnet would become an FDB entry to 0.0.0.0 (or,
+    with DirectRouting or host-gw, a route without a gateway sending the subnet's traffic to
+    the local network); no flanneld writes such a lease."""
+    from backend import hostgw
+
+    with pytest.raises(PeerFormatError, match="PublicIP"):
+        peer_from_lease(vxlan_lease(public_ip=V4("0.0.0.0")))
+    attrs = LeaseAttrs(V4("0.0.0.0"), None, "host-gw")
+    with pytest.raises(PeerFormatError, match="PublicIP"):
+        hostgw.peer_from_lease(Lease(N4("10.244.2.0/24"), None, attrs))

@@ -380,10 +380,12 @@ class Reconciler(Generic[V]):
         result = SyncResult(ops=len(ops))
         attempted: set[str] = set()
         entries = [op for op in ops if op.action == "replace" and op.kind in _ENTRY_KINDS]
-        routes = [
-            op for op in ops if op.kind not in _ENTRY_KINDS and (op.action == "replace" or op.key)
-        ]
-        removals = [op for op in ops if op.action != "replace" and not op.key]
+        routes, removals = [], []
+        for op in ops:
+            if op.kind not in _ENTRY_KINDS and (op.action == "replace" or op.key):
+                routes.append(op)
+            elif op.action != "replace":
+                removals.append(op)
         for batch in (entries, routes, removals):
             batch = [op for op in batch if not (op.key and op.key in result.retry)]
             if not batch:

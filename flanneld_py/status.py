@@ -85,8 +85,7 @@ INTRO = (
     "a direct route) and the difference between the kernel entries the datastore's peers need "
     "and the kernel's, the traffic rules, plus the daemon's last error. Give it the daemon's "
     "flags. It reads the datastore and the kernel itself, so it works while the daemon is down. "
-    "Exit status: 0 in sync and healthy, 1 not, 2 bad usage, 3 an IPv6-only network (not "
-    "checked: status compares IPv4 networks only)."
+    "Exit status: 0 in sync and healthy, 1 not, 2 bad usage."
 )
 
 CNI_BRIDGE = "cni0"  # the bridge the flannel CNI plugin's delegate creates (flannel's default)
@@ -1453,7 +1452,7 @@ def _missing_nftables(opts: Options, network: str, subnet: str) -> list[str]:
 
 def main(argv: Sequence[str]) -> int:
     """`flanneld-py status [flags] [--json]`: print the report; returns the exit status (0 in sync
-    and healthy, 1 not, 2 bad usage, 3 an IPv6-only network, which it does not check)."""
+    and healthy, 1 not, 2 bad usage)."""
     prog = "flanneld-py status"
     try:
         values, rest = parse_flags(STATUS_FLAGS, argv)
@@ -1479,14 +1478,7 @@ def main(argv: Sequence[str]) -> int:
                             format="%(levelname).1s %(name)s] %(message)s")  # fmt: skip
     elif not root.handlers:
         root.addHandler(logging.NullHandler())  # library warnings would clutter the report
-    observed = collect(opts)
-    if observed.config is not None and not observed.config.enable_ipv4:
-        print(f"{prog}: the network is IPv6-only (EnableIPv4 false) and status compares IPv4 "
-              "networks only, so it cannot check this node; see the daemon's /readyz and its "
-              'metrics (flannel_peers{family="ipv6"}, flannel_dataplane_entries) instead',
-              file=sys.stderr)  # fmt: skip
-        return 3
-    report = build_report(observed)
+    report = build_report(collect(opts))
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2, sort_keys=False) + "\n")
     else:

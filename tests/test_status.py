@@ -438,22 +438,6 @@ def test_help_and_json(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFi
     assert (seen[0].subnet_file, seen[0].etcd_prefix) == ("/x/subnet.env", "/p")
 
 
-def test_ipv6_only_network_is_not_reported_as_a_broken_node(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """status compares IPv4 networks only: on an IPv6-only network it would report a healthy
-    node as NOT OK (no lease, no FLANNEL_SUBNET, no IPv4 default route, no flannel.1). It says
-    it cannot check instead, and exits 3."""
-    v6_only = NetworkConfig(ipv6_network=ipaddress.IPv6Network("fd10:244::/56"),
-                            enable_ipv4=False, enable_ipv6=True)  # fmt: skip
-    observed = Observed(mode="etcd", endpoint=ETCD_URL, subnet_file="/x", config=v6_only)
-    monkeypatch.setattr(status, "collect", lambda opts: observed)
-    for argv in (["status"], ["status", "--json"]):
-        assert status.main(argv[1:]) == 3
-        out = capsys.readouterr()
-        assert "IPv6-only" in out.err and "NOT OK" not in out.out
-
-
 # --- integration: the command in a node's namespace ----------------------------------------------
 
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 from backend import nlbulk
 from backend.reconcile import KernelState, Op, PeerEntry
-from backend.vxlan import VxlanPeer
+from backend.vxlan import VxlanPeer, check_public_ip
 from subnet.lease import Lease, LeaseAttrs
 
 BACKEND_TYPE = "host-gw"
@@ -76,11 +76,13 @@ def resync_period(configured: float) -> float:
 
 def peer_from_lease(lease: Lease) -> VxlanPeer | None:
     """A host-gw peer's record: per family a direct entry `subnet via public IP` (IPv6: the
-    IPv6 subnet via PublicIPv6); None for a lease of another backend type or with neither."""
+    IPv6 subnet via PublicIPv6); None for a lease of another backend type or with neither.
+    Raises PeerFormatError for an IPv4 subnet without a PublicIP (`vxlan.check_public_ip`)."""
     if lease.attrs.backend_type != BACKEND_TYPE:
         return None
     v4 = v6 = None
     if lease.subnet is not None:
+        check_public_ip(lease)
         v4 = PeerEntry.direct_route(str(lease.subnet), str(lease.attrs.public_ip))
     if lease.ipv6_subnet is not None and lease.attrs.public_ipv6 is not None:
         v6 = PeerEntry.direct_route(str(lease.ipv6_subnet), str(lease.attrs.public_ipv6))
@@ -118,7 +120,7 @@ class HostGwRoutes:
 
     def dump(self) -> KernelState:
         """The host-gw routes on the interface: main table, protocol boot, destination inside
-        the cluster network, gateway outside it (see `BulkSocket.dump_gateway_routes`); empty
+        the cluster network, a gateway, not onlink (see `BulkSocket.dump_gateway_routes`); empty
         until the network is known. Other routes are never listed, so never removed."""
         if self.network is None:
             return KernelState()

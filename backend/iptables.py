@@ -106,10 +106,14 @@ def _quote(arg: str) -> str:
     return f'"{arg}"' if " " in arg else arg
 
 
-def restore_payload(table: str, lines: Sequence[tuple[str, Rule]]) -> str:
-    """The `iptables-restore --noflush` input for one table: `*table`, one `-A`/`-D` line per
-    (action, rule), `COMMIT`. Arguments with spaces (the comments) are double-quoted."""
-    out = [f"*{table}"]
+def restore_payload(
+    table: str, lines: Sequence[tuple[str, Rule]], chains: Sequence[str] = ()
+) -> str:
+    """The `iptables-restore --noflush` input for one table: `*table`, a `:CHAIN - [0:0]` line
+    per chain of `chains` (which creates the chain, or flushes it, in the same commit), one
+    `-A`/`-D` line per (action, rule), `COMMIT`. Arguments with spaces (the comments) are
+    double-quoted."""
+    out = [f"*{table}", *(f":{chain} - [0:0]" for chain in chains)]
     for action, rule in lines:
         out.append(action + rule_line(rule)[2:])
     out.append("COMMIT")
@@ -205,21 +209,22 @@ class Iptables:
             self._run(self.binary, "-w", "-t", table, "-N", chain)
 
     def write(self, rules: Sequence[Rule]) -> None:
-        """Write `rules` in order: own chains created or flushed, every existing rule of a
-        built-in chain deleted and appended again. Raises IptablesError."""
+        """Write `rules` in order, one `iptables-restore` per table, so that the table goes
+        from the old rules to the new ones at once: own chains created or flushed (flanneld
+        flushes them first, leaving a moment without rules), every existing rule of a built-in
+        chain deleted and appended again. Raises IptablesError."""
         with self._lock:
             for table in dict.fromkeys(r.table for r in rules):
                 mine = [r for r in rules if r.table == table]
-                for chain in dict.fromkeys(r.chain for r in mine):
-                    if chain.startswith("FLANNEL-"):
-                        self.clear_chain(table, chain)
+                chains = [c for c in dict.fromkeys(r.chain for r in mine)
+                          if c.startswith("FLANNEL-")]  # fmt: skip
                 lines: list[tuple[str, Rule]] = []
                 for rule in mine:
                     if not rule.chain.startswith("FLANNEL-") and self.exists(rule):
                         lines.append(("-D", rule))
                     lines.append(("-A", rule))
                 self._run(self.restore, "--noflush", "--wait",
-                          stdin=restore_payload(table, lines))  # fmt: skip
+                          stdin=restore_payload(table, lines, chains))  # fmt: skip
 
     def delete(self, rules: Sequence[Rule]) -> None:
         """Delete those of `rules` that exist. Raises IptablesError."""

@@ -475,11 +475,13 @@ class BulkSocket:
         self, family: int, within: Scope, index: int = 0, exclude_index: int = 0
     ) -> dict[str, str]:
         """The main-table routes flanneld writes via peers' public IPs: unicast, protocol boot,
-        destination inside `within`, with a gateway outside it; through link `index` when
-        given, through any link but `exclude_index` when that is given. {"dst/len": gateway}; of
-        several routes to one prefix the one of the lowest metric. Routes of other protocols
-        (a routing daemon's, the kernel's own) and routes without a gateway are never listed,
-        so never removed."""
+        destination inside `within`, with a gateway and without the onlink flag (which VXLAN's
+        routes via a VTEP address have; the gateway, a public IP, may itself lie inside
+        `within` when the cluster network holds the nodes' addresses); through link `index`
+        when given, through any link but `exclude_index` when that is given. {"dst/len":
+        gateway}; of several routes to one prefix the one of the lowest metric. Routes of other
+        protocols (a routing daemon's, the kernel's own) and routes without a gateway are never
+        listed, so never removed."""
         out: dict[str, str] = {}
         metrics: dict[str, int] = {}
         for body in self._dump(RTM_GETROUTE, _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)):
@@ -496,8 +498,10 @@ class BulkSocket:
             if tab is not None and _U32.unpack(tab)[0] != RT_TABLE_MAIN:
                 continue
             dst, gw, oif = attrs.get(RTA_DST), attrs.get(RTA_GATEWAY), attrs.get(RTA_OIF)
-            if dst is None or not gw or not within.holds(dst, body[1]) or within.holds(gw):
+            if dst is None or not gw or not within.holds(dst, body[1]):
                 continue
+            if _U32.unpack_from(body, 8)[0] & RTNH_F_ONLINK:
+                continue  # a VXLAN route via a VTEP address, not a route via a public IP
             link = _U32.unpack(oif)[0] if oif is not None else 0
             if (index and link != index) or (exclude_index and link == exclude_index):
                 continue

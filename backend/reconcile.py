@@ -95,9 +95,11 @@ def diff(
     """The writes that turn `actual` into what `desired` (lease key -> entry) needs.
 
     Per peer, in flannel's order: neighbour, FDB, route (a direct peer: its direct route); only
-    the objects that differ. Then the removals of everything else in `actual` (routes first, then
-    direct routes, FDB entries, neighbours), except the objects in `keep` (those other peers still
-    need).
+    the objects that differ. A peer switching from a direct route to the overlay has its direct
+    route deleted (an op with its key) right before its onlink route: the kernel refuses an
+    IPv6 onlink route whose gateway, inside the peer's subnet, is routed through another
+    device. Then the removals of everything else in `actual` (routes first, then direct routes,
+    FDB entries, neighbours), except the objects in `keep` (those other peers still need).
     """
     ops: list[Op] = []
     want = KernelState.of(desired.values())
@@ -105,6 +107,7 @@ def diff(
         want.neighs.update(keep.neighs)
         want.fdb |= keep.fdb
         want.routes.update(keep.routes)
+    switched: set[str] = set()  # direct routes deleted before their peer's onlink route
     for key, e in desired.items():
         if e.direct:
             if actual.direct.get(e.subnet) != e.public_ip:
@@ -115,11 +118,15 @@ def diff(
         if (e.vtep_mac, e.public_ip) not in actual.fdb:
             ops.append(Op("fdb", "replace", e.vtep_mac, e.public_ip, key))
         if e.subnet not in actual.routes or actual.routes[e.subnet] != e.vtep_ip:
+            old = actual.direct.get(e.subnet)
+            if old is not None and e.subnet not in want.direct:
+                ops.append(Op("direct", "delete", e.subnet, old, key))
+                switched.add(e.subnet)
             ops.append(Op("route", "replace", e.subnet, e.vtep_ip, key))
     for dst in sorted(actual.routes.keys() - want.routes.keys()):
         ops.append(Op("route", "delete", dst, actual.routes[dst]))
     if actual.direct:
-        for dst in sorted(actual.direct.keys() - want.direct.keys()):
+        for dst in sorted(actual.direct.keys() - want.direct.keys() - switched):
             ops.append(Op("direct", "delete", dst, actual.direct[dst]))
     for mac, remote in sorted(actual.fdb - want.fdb):
         ops.append(Op("fdb", "delete", mac, remote))
@@ -368,13 +375,17 @@ class Reconciler(Generic[V]):
 
     def _apply(self, ops: list[Op]) -> SyncResult:
         """Write `ops` in three batches that keep flannel's order for every peer: neighbour and
-        FDB entries, then routes and direct routes (skipping peers whose entries failed), then
-        removals."""
+        FDB entries, then routes and direct routes (skipping peers whose entries failed; with
+        them the deletes that belong to a peer, see `diff`), then the other removals."""
         result = SyncResult(ops=len(ops))
         attempted: set[str] = set()
         entries = [op for op in ops if op.action == "replace" and op.kind in _ENTRY_KINDS]
-        routes = [op for op in ops if op.action == "replace" and op.kind not in _ENTRY_KINDS]
-        removals = [op for op in ops if op.action != "replace"]
+        routes, removals = [], []
+        for op in ops:
+            if op.kind not in _ENTRY_KINDS and (op.action == "replace" or op.key):
+                routes.append(op)
+            elif op.action != "replace":
+                removals.append(op)
         for batch in (entries, routes, removals):
             batch = [op for op in batch if not (op.key and op.key in result.retry)]
             if not batch:

@@ -129,15 +129,41 @@ class VxlanPeer:
     v6: PeerEntry | None
 
 
+def check_public_ip(lease: Lease) -> None:
+    """Refuse a lease with an IPv4 subnet but PublicIP 0.0.0.0 (unset; flanneld writes it only
+    on IPv6-only leases, which have no IPv4 subnet): the peer's subnet would be sent to
+    0.0.0.0. Raises PeerFormatError."""
+    if lease.subnet is not None and int(lease.attrs.public_ip) == 0:
+        raise PeerFormatError(f"PublicIP is 0.0.0.0 (unset): no address to reach {lease.subnet}")
+
+
+def v6_data_error(lease: Lease) -> str:
+    """Why a vxlan lease's BackendV6Data cannot be used ("BackendV6Data: <problem>"), or ""
+    when it can (or is absent: see the daemon's `missing_part`)."""
+    data = lease.attrs.backend_v6_data
+    if data is None:
+        return ""
+    if not isinstance(data, dict):
+        return f"BackendV6Data: must be an object like {{'VtepMAC': '<mac>'}}, got {data!r}"
+    try:
+        _parse_mac(json_fields(data).get("vtepmac"))
+    except PeerFormatError as err:
+        return f"BackendV6Data: {err}"
+    return ""
+
+
 def peer_from_lease(lease: Lease) -> VxlanPeer | None:
     """Turn a peer's lease into its overlay entries. Returns None for another backend type.
 
-    Raises PeerFormatError when BackendData is not `{"VtepMAC": "<mac>", ...}`.
+    Raises PeerFormatError when BackendData is not `{"VtepMAC": "<mac>", ...}`. Unusable
+    BackendV6Data (see `v6_data_error`) leaves the IPv6 part out, as flanneld (which programs
+    the IPv4 part first) does; a lease with nothing but that part is refused (PeerFormatError).
     """
     if lease.attrs.backend_type != "vxlan":
         return None
     v4 = v6 = None
     if lease.subnet is not None:
+        check_public_ip(lease)
         data = lease.attrs.backend_data
         if not isinstance(data, dict):
             raise PeerFormatError(f"BackendData must be an object, got {data!r}")
@@ -149,7 +175,10 @@ def peer_from_lease(lease: Lease) -> VxlanPeer | None:
         )
     if lease.ipv6_subnet is not None and lease.attrs.public_ipv6 is not None:
         data = lease.attrs.backend_v6_data
-        if isinstance(data, dict):
+        problem = v6_data_error(lease)
+        if problem and v4 is None:
+            raise PeerFormatError(problem)
+        if isinstance(data, dict) and not problem:
             v6 = PeerEntry(
                 str(lease.ipv6_subnet),
                 str(lease.ipv6_subnet.network_address),
@@ -325,7 +354,7 @@ class VxlanDevice:
     def dump(self) -> KernelState:
         """The per-peer objects flanneld-py owns on the device (see `owned_state`), and with
         DirectRouting the direct routes (see `nlbulk.BulkSocket.dump_gateway_routes`: routes in
-        the cluster network via an address outside it, on any other link)."""
+        the cluster network via a gateway, not onlink, on any other link)."""
         with self._lock:
             state = owned_state(self.bulk, self.index, self.family, self.network)
             if self.direct_routing and self.network is not None:
@@ -392,7 +421,42 @@ class VxlanDevice:
                         message = nlbulk.route_request(op.action, index, op.a, op.b)
                     requests.append(nlbulk.Request(message, missing_ok=op.action == "delete"))
                 results += self.bulk.execute(requests)
+            if any(_refused_route(op, error) for op, error in zip(ops, results, strict=True)):
+                self._clear_way(ops, results)
         return results
+
+    def _clear_way(self, ops: Sequence[Op], results: list[str | None]) -> None:
+        """IPv6 refuses an onlink route whose gateway (the peer's VTEP address, inside its
+        subnet) is routed through another device, as it is while a route of flanneld's other
+        kind to that subnet is left from an earlier start (host-gw, DirectRouting since turned
+        off): such a route (see `nlbulk.BulkSocket.dump_gateway_routes`) is deleted and the
+        onlink route written again; `results` is updated in place. One dump, only after a
+        refused route write."""
+        if self.network is None:
+            return
+        net = ipaddress.ip_network(self.network)
+        if net.version != self.version:
+            return
+        found = self.bulk.dump_gateway_routes(
+            self.family, nlbulk.Scope.of(net), exclude_index=self.index
+        )
+        for i, (op, error) in enumerate(zip(ops, results, strict=True)):
+            gateway = found.get(op.a)
+            if not _refused_route(op, error) or gateway is None:
+                continue
+            log.info("deleting the route %s via %s (host-gw's or DirectRouting's): IPv6 "
+                     "refuses the overlay route to %s while it is there", op.a, gateway,
+                     op.a)  # fmt: skip
+            delete = nlbulk.gateway_route_request("delete", op.a, gateway)
+            replace = nlbulk.route_request(op.action, self.index, op.a, op.b)
+            results[i] = self.bulk.execute(
+                [nlbulk.Request(delete, missing_ok=True), nlbulk.Request(replace)]
+            )[1]
+
+
+def _refused_route(op: Op, error: str | None) -> bool:
+    """Whether the kernel refused an onlink route write as invalid (see `_clear_way`)."""
+    return op.kind == "route" and op.action == "replace" and error is not None and "EINVAL" in error
 
 
 def owned_state(

@@ -30,7 +30,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from backend import alloc, hostgw
@@ -45,6 +45,7 @@ from backend.vxlan import (
     check_peer_subnet,
     parse_vxlan_config,
     peer_from_lease,
+    v6_data_error,
 )
 from flanneld_py.cli import FLAGS, Options
 from flanneld_py.health import HealthServer
@@ -96,8 +97,10 @@ def missing_part(lease: Lease, version: int) -> str:
         return "no IPv6 subnet"
     if lease.attrs.public_ipv6 is None:
         return "no PublicIPv6"
-    if lease.attrs.backend_type == "vxlan" and not isinstance(lease.attrs.backend_v6_data, dict):
-        return "no BackendV6Data"
+    if lease.attrs.backend_type == "vxlan":
+        if lease.attrs.backend_v6_data is None:
+            return "no BackendV6Data"
+        return v6_data_error(lease)
     return ""
 
 
@@ -428,14 +431,16 @@ class Daemon:
             and (key == self.sm.own_key(own) or same_subnets(lease, own, cfg.families))
         )
 
-    def _peer(self, lease: Lease) -> VxlanPeer | None:
-        """A peer's record; None for a lease of another backend type.
+    def _peer(self, key: str, lease: Lease) -> VxlanPeer | None:
+        """Peer `key`'s record; None for a lease of another backend type. An unusable IPv6 part
+        of a dual-stack lease leaves the IPv4 part (logged), and the peer's last good IPv6
+        entry stays (decisions #2; flanneld leaves it in the kernel too).
 
         Raises PeerFormatError (logged once per key and problem, and counted) for unusable
         backend data.
         """
         try:
-            self._check_subnets(lease)
+            v6_problem = self._check_subnets(lease)
             peer = self._peer_from_lease(lease)
         except PeerFormatError as err:
             if self._bad_peers.get(lease.key) != str(err):
@@ -448,15 +453,25 @@ class Daemon:
             self._other_backends[lease.key] = lease.attrs.backend_type
             log.warning("ignoring peer lease %s: backend type %r, not %s", lease.key,
                         lease.attrs.backend_type, self.cfg and self.cfg.backend_type)  # fmt: skip
+        if peer is not None and v6_problem:
+            peer = replace(peer, v6=None)
+        kept = False
+        if peer is not None and peer.v6 is None and self.cfg and 6 in self.cfg.families:
+            old = self.table.get(key)
+            bad = v6_problem or (lease.attrs.backend_type == "vxlan" and v6_data_error(lease))
+            if bad and old is not None and old.v6 is not None:
+                peer, kept = replace(peer, v6=old.v6), True
         if peer is not None:
-            self._note_partial(lease)
+            self._note_partial(lease, v6_problem, kept)
         return peer
 
-    def _note_partial(self, lease: Lease) -> None:
+    def _note_partial(self, lease: Lease, v6_problem: str = "", kept: bool = False) -> None:
         """Log once per peer and problem when a vxlan peer lacks the part of an enabled family
-        (a dual-stack network with an IPv4-only node): it is reached over the families it has."""
+        (a dual-stack network with an IPv4-only node) or that part is unusable (`v6_problem`):
+        it is reached over the families it has (and IPv6 by its last good entry, `kept`)."""
         assert self.cfg is not None
-        missing = {v: missing_part(lease, v) for v in self.cfg.families}
+        missing = {v: missing_part(lease, v) or (v6_problem if v == 6 else "")
+                   for v in self.cfg.families}  # fmt: skip
         problem = "; ".join(f"IPv{v}: {why}" for v, why in missing.items() if why)
         if not problem:
             self._partial_peers.pop(lease.key, None)
@@ -464,16 +479,26 @@ class Daemon:
             self._partial_peers[lease.key] = problem
             usable = [f"IPv{v}" for v, why in missing.items() if not why]
             log.warning("peer lease %s has %s; %s", lease.key, problem,
-                        f"reachable over {' and '.join(usable)} only" if usable
+                        "keeping its last good IPv6 entry" if kept
+                        else f"reachable over {' and '.join(usable)} only" if usable
                         else "it cannot be reached")  # fmt: skip
 
-    def _check_subnets(self, lease: Lease) -> None:
+    def _check_subnets(self, lease: Lease) -> str:
+        """Check the peer's subnet of every enabled family (`check_peer_subnet`). In dual stack
+        a bad IPv6 subnet only costs the IPv6 part: returns why ("" when fine). Raises
+        PeerFormatError for the other cases."""
         cfg, own = self.cfg, self.lease
         if cfg is None:
-            return
+            return ""
         for version in cfg.families:
-            check_peer_subnet(lease, cfg.family(version).network,
-                              subnet_of(own, version) if own else None, version)  # fmt: skip
+            try:
+                check_peer_subnet(lease, cfg.family(version).network,
+                                  subnet_of(own, version) if own else None, version)  # fmt: skip
+            except PeerFormatError as err:
+                if version == 6 and 4 in cfg.families:
+                    return str(err)
+                raise
+        return ""
 
     def _on_snapshot(self, items: list[tuple[str, Lease]]) -> None:
         own = self.lease
@@ -499,7 +524,7 @@ class Daemon:
             if self._is_own(key, lease):
                 continue
             try:
-                peer = self._peer(lease)
+                peer = self._peer(key, lease)
             except PeerFormatError:
                 continue
             if peer is not None:
@@ -532,7 +557,7 @@ class Daemon:
         if not self.programs_peers:
             return
         try:
-            peer = self._peer(lease)
+            peer = self._peer(key, lease)
         except PeerFormatError:
             return  # keep the peer's last good state (decisions #2)
         if peer is None:

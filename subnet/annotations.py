@@ -165,7 +165,9 @@ def node_to_lease(node: dict[str, Any], names: AnnotationNames, cfg: NetworkConf
     """A peer Node as a lease; None when flannel does not manage it (no `kube-subnet-manager`
     annotation `"true"`, or no podCIDR yet).
 
-    Raises LeaseFormatError (naming the node) for a malformed public IP, backend data or podCIDR.
+    Raises LeaseFormatError (naming the node) for a malformed public IP, backend data or podCIDR
+    (in dual stack, a backend-v6-data that is not JSON is kept as its text, which the backend
+    finds unusable, and the IPv4 part stays usable).
     """
     ann = _annotations(node)
     name = node_name(node)
@@ -178,8 +180,10 @@ def node_to_lease(node: dict[str, Any], names: AnnotationNames, cfg: NetworkConf
         v6 = None
     if v4 is None and v6 is None:
         return None
+    # as flanneld's nodeToLease: a family's annotations are read only when it is enabled
+    raw4 = ann.get(names.public_ip) if cfg.enable_ipv4 else None
+    raw6 = ann.get(names.public_ipv6) if cfg.enable_ipv6 else None
     try:
-        raw4, raw6 = ann.get(names.public_ip), ann.get(names.public_ipv6)
         if not isinstance(raw4 or "", str) or not isinstance(raw6 or "", str):
             raise ValueError("not a string")
         public_ip = ipaddress.IPv4Address(raw4 or "0.0.0.0")
@@ -188,14 +192,25 @@ def node_to_lease(node: dict[str, Any], names: AnnotationNames, cfg: NetworkConf
         raise LeaseFormatError(f"node {name!r}: public IP annotation: {err}") from None
     if v4 is not None and int(public_ip) == 0:
         raise LeaseFormatError(f"node {name!r} has no {names.public_ip} annotation")
+    backend_data = None
+    if cfg.enable_ipv4:
+        raw = ann.get(names.backend_data)
+        backend_data = _json_annotation(raw, f"node {name!r} backend-data")
+    backend_v6_data = None
+    if cfg.enable_ipv6:
+        raw = ann.get(names.backend_v6_data)
+        try:
+            backend_v6_data = _json_annotation(raw, f"node {name!r} backend-v6-data")
+        except LeaseFormatError:
+            if v4 is None:
+                raise
+            backend_v6_data = raw  # not an object: the IPv6 part is unusable, the IPv4 one is not
     attrs = LeaseAttrs(
         public_ip=public_ip,
         public_ipv6=public_ipv6,
         backend_type=str(ann.get(names.backend_type) or ""),
-        backend_data=_json_annotation(ann.get(names.backend_data), f"node {name!r} backend-data"),
-        backend_v6_data=_json_annotation(
-            ann.get(names.backend_v6_data), f"node {name!r} backend-v6-data"
-        ),
+        backend_data=backend_data,
+        backend_v6_data=backend_v6_data,
     )
     return Lease(v4, v6, attrs)
 
@@ -225,18 +240,22 @@ def own_annotations(
 
     `public-ip` is the `public-ip-overwrite` annotation when set (NAT), else the detected IP.
     `backend-data` is the JSON of the backend data; a backend other than vxlan writes it even
-    when there is none, as `null` (alloc: `backend-type: ""`, `backend-data: null`).
+    when there is none, as `null` (alloc: `backend-type: ""`, `backend-data: null`), and a
+    vxlan node without it (IPv6-only) writes neither it nor `public-ip`. `backend-v6-data` and
+    `public-ipv6` (or `public-ipv6-overwrite`) come with vxlan's IPv6 backend data, or for
+    host-gw with an IPv6 public IP (`backend-v6-data: null`), as flanneld's AcquireLease.
     """
     ann = _annotations(node)
     want: dict[str, str] = {
         names.backend_type: attrs.backend_type,
         names.subnet_manager: "true",
-        names.public_ip: ann.get(names.public_ip_overwrite) or str(attrs.public_ip),
     }
     if attrs.backend_data is not None or attrs.backend_type != "vxlan":
         want[names.backend_data] = go_json(attrs.backend_data)
-    if attrs.public_ipv6 is not None:
+        want[names.public_ip] = ann.get(names.public_ip_overwrite) or str(attrs.public_ip)
+    if attrs.public_ipv6 is not None and (
+        attrs.backend_v6_data is not None or attrs.backend_type == "host-gw"
+    ):
+        want[names.backend_v6_data] = go_json(attrs.backend_v6_data)
         want[names.public_ipv6] = ann.get(names.public_ipv6_overwrite) or str(attrs.public_ipv6)
-        if attrs.backend_v6_data is not None:
-            want[names.backend_v6_data] = go_json(attrs.backend_v6_data)
     return {k: v for k, v in want.items() if ann.get(k) != v}

@@ -132,6 +132,37 @@ def test_dual_stack_node_carries_both_families() -> None:
     assert v4_only is not None and v4_only.ipv6_subnet is None
 
 
+def test_annotations_of_a_family_the_network_lacks_are_not_read() -> None:
+    """flanneld (`pkg/subnet/kube` nodeToLease) reads public-ip and backend-data only with
+    IPv4 enabled, public-ipv6 and backend-v6-data only with IPv6 enabled: junk in the other
+    family's annotations does not cost the node."""
+    junk6 = {"public_ipv6": "not-an-ip", "backend_v6_data": "{broken"}
+    lease = node_to_lease(node(cidrs=["10.244.2.0/24"], **VXLAN, **junk6), NAMES, CFG)
+    assert lease is not None and lease.attrs.public_ipv6 is None
+    assert lease.attrs.backend_v6_data is None
+    v6_only = parse_config('{"EnableIPv4": false, "EnableIPv6": true, '
+                           '"IPv6Network": "2001:db8:42::/56"}')  # fmt: skip
+    n = node(cidrs=["2001:db8:42:2::/64"], kube_subnet_manager="true", backend_type="vxlan",
+             public_ip="junk", backend_data="{broken", public_ipv6="2001:db8::2",
+             backend_v6_data='{"VNI":1,"VtepMAC":"12:c6:65:89:b4:e4"}')  # fmt: skip
+    lease = node_to_lease(n, NAMES, v6_only)
+    assert lease is not None and str(lease.attrs.public_ipv6) == "2001:db8::2"
+    assert int(lease.attrs.public_ip) == 0 and lease.attrs.backend_data is None
+
+
+def test_dual_stack_node_with_broken_backend_v6_data_keeps_its_ipv4_part() -> None:
+    """As flanneld, which programs the IPv4 part before it decodes BackendV6Data."""
+    from backend.vxlan import peer_from_lease, v6_data_error
+
+    n = node(cidrs=["10.244.2.0/24", "2001:db8:42:2::/64"], **VXLAN,
+             public_ipv6="2001:db8::2", backend_v6_data="{broken")  # fmt: skip
+    lease = node_to_lease(n, NAMES, DUAL)
+    assert lease is not None
+    peer = peer_from_lease(lease)
+    assert peer is not None and peer.v4 is not None and peer.v6 is None
+    assert v6_data_error(lease).startswith("BackendV6Data: must be an object")
+
+
 def test_stored_mac_is_read_from_backend_data() -> None:
     assert stored_mac(node(**VXLAN), NAMES.backend_data) == "12:c6:65:89:b4:e3"
     assert stored_mac(node(backend_data="null"), NAMES.backend_data) is None
@@ -159,6 +190,40 @@ def test_own_annotations_are_written_as_flanneld_writes_them() -> None:
     # NAT: public-ip-overwrite wins over the detected address
     nat = node(**current, public_ip_overwrite="203.0.113.9")
     assert own_annotations(NAMES, nat, attrs) == {P + "public-ip": "203.0.113.9"}
+
+
+def test_ipv6_annotations_are_written_as_flanneld_writes_them() -> None:
+    """flanneld (`pkg/subnet/kube` AcquireLease) writes backend-data and public-ip only when a
+    vxlan node has IPv4 backend data (so never IPv6-only), and backend-v6-data with
+    public-ipv6 for a vxlan node with IPv6 backend data or a host-gw node with an IPv6 public
+    IP, whose backend-v6-data is `null`."""
+    v6 = ipaddress.IPv6Address("2001:db8::1")
+    data = {"VNI": 1, "VtepMAC": "0e:00:00:00:00:01"}
+    v6_only = LeaseAttrs(ipaddress.IPv4Address("0.0.0.0"), v6, "vxlan", None, data)
+    assert own_annotations(NAMES, node(), v6_only) == {
+        P + "backend-type": "vxlan",
+        P + "backend-v6-data": '{"VNI":1,"VtepMAC":"0e:00:00:00:00:01"}',
+        P + "kube-subnet-manager": "true",
+        P + "public-ipv6": "2001:db8::1",
+    }
+    dual_host_gw = LeaseAttrs(ipaddress.IPv4Address("198.18.0.1"), v6, "host-gw")
+    assert own_annotations(NAMES, node(), dual_host_gw) == {
+        P + "backend-type": "host-gw",
+        P + "backend-data": "null",
+        P + "backend-v6-data": "null",
+        P + "kube-subnet-manager": "true",
+        P + "public-ip": "198.18.0.1",
+        P + "public-ipv6": "2001:db8::1",
+    }
+    v6_only_host_gw = LeaseAttrs(ipaddress.IPv4Address("0.0.0.0"), v6, "host-gw")
+    assert own_annotations(NAMES, node(), v6_only_host_gw) == {
+        P + "backend-type": "host-gw",
+        P + "backend-data": "null",
+        P + "backend-v6-data": "null",
+        P + "kube-subnet-manager": "true",
+        P + "public-ip": "0.0.0.0",
+        P + "public-ipv6": "2001:db8::1",
+    }
 
 
 def test_peer_view_ignores_heartbeats_but_sees_pod_cidr_changes() -> None:

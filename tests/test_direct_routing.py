@@ -10,6 +10,7 @@ the other kind behind.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import pytest
@@ -20,6 +21,7 @@ from subnet.peers import PeerTable
 from tests.testbed import (
     ROUTER_UNDERLAY,
     UNDERLAY_GW,
+    UNDERLAY_GW6,
     Node,
     Testbed,
     add_router,
@@ -60,14 +62,25 @@ def test_switching_to_direct_removes_the_overlay_entries_after_the_route() -> No
     ]
 
 
-def test_switching_to_the_overlay_removes_the_direct_route() -> None:
+def test_switching_to_the_overlay_removes_the_direct_route_before_the_onlink_route() -> None:
+    """The kernel refuses an IPv6 onlink route whose gateway (the peer's VTEP address, inside
+    the peer's subnet) is routed through another device, as it is while the direct route is
+    there: the direct route goes first, with the peer's routes (after its neighbour and FDB
+    entries)."""
     ops = diff({"k": overlay(2)}, KernelState.of([direct(2)]))
     assert ops == [
         Op("neigh", "replace", "10.244.2.0", MAC, "k"),
         Op("fdb", "replace", MAC, "198.18.0.2", "k"),
+        Op("direct", "delete", "10.244.2.0/24", "198.18.0.2", "k"),
         Op("route", "replace", "10.244.2.0/24", "10.244.2.0", "k"),
-        Op("direct", "delete", "10.244.2.0/24", "198.18.0.2"),
     ]
+    dp = Fake()
+    dp.state = KernelState.of([direct(2), direct(3)])
+    table: PeerTable[PeerEntry] = PeerTable()
+    table.reset([("k", overlay(2))])
+    Reconciler(table, dp, lambda e: e, backoff=0).full_sync()
+    assert dp.ops == [*ops, Op("direct", "delete", "10.244.3.0/24", "198.18.0.3")]
+    assert dp.state == KernelState.of([overlay(2)])
 
 
 class Fake:
@@ -202,6 +215,39 @@ def test_route_lookup_tells_on_link_from_gateway_and_unreachable(testbed: Testbe
 
 
 @pytest.mark.kernel
+@pytest.mark.parametrize("family", [4, 6])
+def test_dump_of_direct_routes_skips_onlink_routes_not_gateways_inside_the_network(
+    testbed: Testbed, family: int
+) -> None:
+    """Routes via a peer's public IP are listed even when the cluster network holds that
+    address (its nodes' addresses inside `Network`); VXLAN-style onlink routes are not."""
+    import ipaddress
+    import socket
+
+    from backend.nlbulk import BulkSocket, Scope
+
+    node = testbed.add_node()  # eth0 198.18.0.1/24
+    dev = "eth0"
+    if family == 4:
+        net, under, peer, gw = "198.18.0.0/16", "198.18.0.1/24", "198.18.5.0/24", "198.18.0.2"
+        onlink, vtep = "198.18.6.0/24", "198.18.6.0"
+    else:
+        net, under, peer, gw = "2001:db8::/32", "2001:db8::1/64", "2001:db8:5::/64", "2001:db8::2"
+        onlink, vtep = "2001:db8:6::/64", "2001:db8:6::"
+        testbed.node_sh(node, "ip", "addr", "add", under, "dev", dev, "nodad")
+    testbed.node_sh(node, "ip", "route", "add", peer, "via", gw, "dev", dev)
+    testbed.node_sh(node, "ip", "route", "add", onlink, "via", vtep, "dev", dev, "onlink")
+    with inside(node.netns):
+        bulk = BulkSocket()
+    try:
+        af = socket.AF_INET if family == 4 else socket.AF_INET6
+        found = bulk.dump_gateway_routes(af, Scope.of(ipaddress.ip_network(net)))
+        assert found == {peer: gw}
+    finally:
+        bulk.close()
+
+
+@pytest.mark.kernel
 @pytest.mark.etcd
 def test_direct_routing_on_one_l2_network_and_overlay_through_a_router(testbed: Testbed) -> None:
     testbed.put_config(DR_NETWORK)
@@ -253,6 +299,50 @@ def test_direct_routing_on_one_l2_network_and_overlay_through_a_router(testbed: 
     wait_for("n1's direct route to n3 gone",
              lambda: direct_routes(testbed, n1) == [f"{s2} via 198.18.0.2 dev eth0"])  # fmt: skip
     assert testbed.ping(pods[0], pods[2].ip, count=3)
+
+
+@pytest.mark.kernel
+@pytest.mark.etcd
+def test_ipv6_peer_switches_between_direct_route_and_overlay_without_a_failed_write() -> None:
+    """Dual stack with DirectRouting: n2's IPv6 public address leaves n1's on-link network (a
+    host route through the router) and comes back; n1's IPv6 entries for n2 switch kinds,
+    every kernel write succeeding (an onlink route written over the direct route fails in
+    IPv6, and the peer would wait for a retry without a route)."""
+    from tests.testbed import POD_NETWORK6, in_private_netns
+
+    if not in_private_netns():
+        pytest.fail("run through tests/private-netns (as `make test` does)")
+    tb = Testbed(families=(4, 6))
+    try:
+        tb.start_etcd()
+        backend = {"Type": "vxlan", "DirectRouting": True}
+        tb.put_config(json.dumps({"Network": "10.244.0.0/16", "EnableIPv6": True,
+                                  "IPv6Network": POD_NETWORK6, "Backend": backend}))  # fmt: skip
+        n1, n2 = tb.add_node(), tb.add_node()
+        for node in (n1, n2):
+            tb.start_daemon(node, "--resync-period=2")
+        for node in (n1, n2):
+            tb.wait_subnet(node)
+        s6 = tb.subnet6_of(n2)
+        direct6 = f"{s6} via {n2.address6} dev eth0"
+
+        def v6_direct() -> bool:
+            out = tb.node_sh(n1, "ip", "-6", "route", "show", s6).stdout
+            return out.startswith(direct6)
+
+        wait_for("n1's IPv6 direct route to n2", v6_direct)
+        tb.node_sh(n1, "ip", "-6", "route", "add", f"{n2.address6}/128", "via", UNDERLAY_GW6)
+        wait_for("n2's IPv6 overlay entries on n1", lambda: s6 in tb.routes(n1, "flannel-v6.1"),
+                 timeout=20)  # fmt: skip
+        assert not v6_direct()
+        tb.node_sh(n1, "ip", "-6", "route", "del", f"{n2.address6}/128")
+        wait_for("n1's IPv6 direct route back", v6_direct, timeout=20)
+        wait_for("the overlay route gone", lambda: s6 not in tb.routes(n1, "flannel-v6.1"))
+        log = n1.log()
+        assert "no longer directly reachable" in log
+        assert "cannot program peer" not in log and " 1 failed" not in log, log[-3000:]
+    finally:
+        tb.cleanup()
 
 
 @pytest.mark.kernel

@@ -63,6 +63,10 @@ def test_missing_part_names_what_a_peer_lacks_for_a_family() -> None:
     assert missing_part(lease("10.244.9.0/24", "fd10:244:0:9::/64", no_ip6), 6) == "no PublicIPv6"
     no_data = LeaseAttrs(full.public_ip, full.public_ipv6, "vxlan", data, None)
     assert missing_part(lease(None, "fd10:244:0:9::/64", no_data), 6) == "no BackendV6Data"
+    bad_mac = LeaseAttrs(full.public_ip, full.public_ipv6, "vxlan", data, {"VtepMAC": "zz"})
+    assert missing_part(lease("10.244.9.0/24", "fd10:244:0:9::/64", bad_mac), 6) == (
+        "BackendV6Data: VtepMAC 'zz' is not a MAC address"
+    )
 
 
 def test_first_sync_waits_for_every_device() -> None:
@@ -339,8 +343,37 @@ def test_dual_stack_peer_without_an_ipv6_part_is_reached_over_ipv4(dual_testbed:
     tb.client.put(f"{prefix}/10.244.202.0-24&fd10:244:0:ca::-64", full.encode())
     wait_for("the full peer's IPv6 route",
              lambda: "fd10:244:0:ca::/64" in tb.routes(node, "flannel-v6.1"))  # fmt: skip
+    # BackendV6Data with a bad MAC, or an IPv6 subnet outside IPv6Network: IPv4 only too
+    bad_v6 = LeaseAttrs(ipaddress.IPv4Address("198.18.0.96"), ipaddress.IPv6Address("2001:db8::96"),
+                        "vxlan", {"VNI": 1, "VtepMAC": "0e:00:00:00:00:96"},
+                        {"VNI": 1, "VtepMAC": "not-a-mac"})  # fmt: skip
+    tb.client.put(f"{prefix}/10.244.203.0-24&fd10:244:0:cb::-64", bad_v6.encode())
+    outside = LeaseAttrs(ipaddress.IPv4Address("198.18.0.95"),
+                         ipaddress.IPv6Address("2001:db8::95"), "vxlan",
+                         {"VNI": 1, "VtepMAC": "0e:00:00:00:00:95"},
+                         {"VNI": 1, "VtepMAC": "0e:00:00:00:01:95"})  # fmt: skip
+    tb.client.put(f"{prefix}/10.244.204.0-24&fd99::-64", outside.encode())
+    wait_for("the routes of the peers with a bad IPv6 part",
+             lambda: {"10.244.203.0/24", "10.244.204.0/24"} <= set(tb.routes(node)))  # fmt: skip
+    assert tb.neighbours(node)["10.244.203.0"] == "0e:00:00:00:00:96"
+    assert "fd99::/64" not in tb.routes(node, "flannel-v6.1")
+    log = node.log()
+    assert ("peer lease 10.244.203.0-24&fd10:244:0:cb::-64 has IPv6: BackendV6Data: VtepMAC "
+            "'not-a-mac' is not a MAC address; reachable over IPv4 only") in log  # fmt: skip
+    assert ("peer lease 10.244.204.0-24&fd99::-64 has IPv6: subnet fd99::/64 is outside the "
+            f"network {POD_NETWORK6}; reachable over IPv4 only") in log  # fmt: skip
+    # the full peer's update breaks its BackendV6Data: the IPv4 change is taken, the IPv6
+    # entries stay as they were (the last good state)
+    new_v4 = {"VNI": 1, "VtepMAC": "0e:00:00:00:02:97"}
+    broken = LeaseAttrs(full.public_ip, full.public_ipv6, "vxlan", new_v4, {"VtepMAC": 7})
+    tb.client.put(f"{prefix}/10.244.202.0-24&fd10:244:0:ca::-64", broken.encode())
+    wait_for("the full peer's new IPv4 MAC",
+             lambda: tb.neighbours(node)["10.244.202.0"] == "0e:00:00:00:02:97")  # fmt: skip
+    assert tb.neighbours(node, "flannel-v6.1")["fd10:244:0:ca::"] == "0e:00:00:00:01:97"
+    assert "fd10:244:0:ca::/64" in tb.routes(node, "flannel-v6.1")
+    wait_for("the warning", lambda: "keeping its last good IPv6 entry" in node.log())
     metrics = scrape(node)
-    assert metrics.value("flannel_peers", family="ipv4") == 3
+    assert metrics.value("flannel_peers", family="ipv4") == 5
     assert metrics.value("flannel_peers", family="ipv6") == 1
     assert node.process is not None and node.process.poll() is None
 
@@ -498,3 +531,101 @@ def test_host_gw_dual_stack_routes_via_both_public_addresses(dual_testbed: Testb
     wait_for("the IPv4 host-gw route", lambda: want4 in routes())
     wait_for("the IPv6 host-gw route", lambda: want6 in routes("-6"))
     assert a.subnet_env()["FLANNEL_MTU"] == "1500"
+
+
+@pytest.mark.kernel
+def test_switch_from_host_gw_to_vxlan_in_dual_stack_replaces_the_ipv6_routes() -> None:
+    """The cluster moves from host-gw to vxlan (or DirectRouting is turned off): the routes
+    `<peer subnet> via <peer public IP>` of the last start are in the way of the overlay's
+    onlink routes, which IPv4 writes over them but IPv6 refuses (the onlink gateway is routed
+    through eth0). The IPv6 route left by host-gw goes and the peer gets the overlay."""
+    if not in_private_netns():
+        pytest.fail("run through tests/private-netns (as `make test` does)")
+    tb = Testbed(families=(4, 6))
+
+    def config(backend: str) -> None:
+        cfg = {"Network": "10.244.0.0/16", "EnableIPv6": True, "IPv6Network": POD_NETWORK6}
+        tb.put_config(json.dumps({**cfg, "Backend": {"Type": backend}}))
+
+    try:
+        tb.start_etcd()
+        config("host-gw")
+        nodes = [tb.add_node(), tb.add_node()]
+        for node in nodes:
+            tb.start_daemon(node)
+        for node in nodes:
+            tb.wait_subnet(node)
+        n1, n2 = nodes
+        s6 = tb.subnet6_of(n2)
+
+        def route6() -> str:
+            return tb.node_sh(n1, "ip", "-6", "route", "show", s6).stdout
+
+        wait_for("n1's host-gw IPv6 route", lambda: f"via {n2.address6} dev eth0" in route6())
+        for node in nodes:
+            assert tb.stop_daemon(node) == 0
+        config("vxlan")
+        for node in nodes:
+            tb.start_daemon(node)
+        wait_for("n2's IPv6 overlay route on n1", lambda: s6 in tb.routes(n1, "flannel-v6.1"))
+        assert "eth0" not in route6()
+        assert "cannot program peer" not in n1.log()
+        pods = [tb.add_pod(node) for node in nodes]
+        assert tb.ping(pods[0], pods[1].ip6, count=3)
+    finally:
+        tb.cleanup()
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("nftables", [False, True])
+def test_subnet_change_while_running_moves_both_families_masquerade_rules(
+    nftables: bool,
+) -> None:
+    """The node's lease is lost while it is frozen and another node takes its subnets: the
+    daemon leases new ones and its masquerade rules follow in both families (iptables and
+    ip6tables, or both nftables tables); nothing names the old subnets any more."""
+    import signal
+
+    if not in_private_netns():
+        pytest.fail("run through tests/private-netns (as `make test` does)")
+    tb = Testbed(families=(4, 6))
+    try:
+        tb.start_etcd()
+        cfg = json.loads(DUAL_CONFIG)
+        tb.put_config(json.dumps({**cfg, "EnableNFTables": nftables}))
+        node = tb.add_node()
+        tb.start_daemon(node, "--ip-masq", "--iptables-resync=1")
+        tb.wait_subnet(node)
+        old4, old6 = tb.subnet_of(node), tb.subnet6_of(node)
+        v6 = ipaddress.IPv6Network(old6)
+        key = f"{tb.etcd_prefix}/subnets/{old4.replace('/', '-')}&{v6.network_address}-64"
+
+        def rules() -> str:
+            if nftables:
+                return tb.node_sh(node, "nft", "list", "ruleset").stdout
+            return "".join(tb.node_sh(node, cmd, "-t", "nat", "-S").stdout
+                           for cmd in ("iptables", "ip6tables"))  # fmt: skip
+
+        wait_for("the rules of both families", lambda: old4 in rules() and old6 in rules())
+        assert node.process is not None
+        node.process.send_signal(signal.SIGSTOP)
+        try:
+            tb.client.delete(key)
+            other = LeaseAttrs(ipaddress.IPv4Address("198.18.0.99"),
+                               ipaddress.IPv6Address("2001:db8::99"), "vxlan",
+                               {"VNI": 1, "VtepMAC": "0e:00:00:00:00:99"},
+                               {"VNI": 1, "VtepMAC": "0e:00:00:00:01:99"})  # fmt: skip
+            tb.client.put(key, other.encode(), lease=tb.client.lease(3600).id)
+        finally:
+            node.process.send_signal(signal.SIGCONT)
+        wait_for("new subnets", lambda: tb.subnet_of(node) != old4)
+        new4, new6 = tb.subnet_of(node), tb.subnet6_of(node)
+        assert new6 != old6
+
+        def moved() -> bool:
+            text = rules()
+            return new4 in text and new6 in text and old4 not in text and old6 not in text
+
+        wait_for("the rules of the new subnets only", moved, timeout=15)
+    finally:
+        tb.cleanup()

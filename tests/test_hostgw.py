@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import pytest
 
@@ -244,3 +245,32 @@ def test_host_gw_in_kube_mode_annotates_like_flanneld_and_routes(kube_testbed: T
         assert node.subnet_env()["FLANNEL_MTU"] == "1500"
     pods = [tb.add_pod(node) for node in nodes]
     assert tb.cross_node_ping_failures(pods) == []
+
+
+@pytest.mark.kernel
+@pytest.mark.etcd
+def test_host_gw_with_the_underlay_inside_the_cluster_network(testbed: Testbed) -> None:
+    """Network 198.18.0.0/16 holds the nodes' own addresses (SubnetMin keeps the leases off
+    them), so every route's gateway lies inside the cluster network: the routes are still
+    flanneld-py's, a departed peer's route goes, and the full passes write nothing new."""
+    testbed.put_config(json.dumps({"Network": "198.18.0.0/16", "SubnetMin": "198.18.16.0",
+                                   "Backend": {"Type": "host-gw"}}))  # fmt: skip
+    node, peer = testbed.add_node(), testbed.add_node()
+    for n in (node, peer):
+        testbed.start_daemon(n)
+    for n in (node, peer):
+        testbed.wait_subnet(n)
+    subnet = testbed.subnet_of(peer)
+    route = f"{subnet} via {peer.address} dev eth0"
+
+    def routes() -> list[str]:
+        out = testbed.node_sh(node, "ip", "route", "show").stdout
+        return [line.strip() for line in out.splitlines() if line.startswith("198.18.")]
+
+    wait_for("the peer's route", lambda: route in routes())
+    wait_for("the first full pass", lambda: "datapath in sync" in node.log())
+    time.sleep(12)  # a full pass at least every 10 s: none of them rewrites the route
+    assert "full sync:" not in node.log(), node.log()[-3000:]
+    testbed.stop_daemon(peer)
+    testbed.client.delete(f"{testbed.etcd_prefix}/subnets/{subnet.replace('/', '-')}")
+    wait_for("the departed peer's route gone", lambda: route not in routes(), timeout=20)

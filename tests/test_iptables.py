@@ -53,6 +53,30 @@ def test_restore_payload_quotes_comments_and_keeps_order() -> None:
                                   "ACCEPT"))  # fmt: skip
 
 
+def test_a_rule_set_is_replaced_in_one_restore_per_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """flanneld flushes its chain (`iptables -F`) and then restores the rules: a connection
+    starting in between is not masqueraded. Here the chain is declared in the restore itself
+    (`:FLANNEL-POSTRTG - [0:0]` creates or flushes it), so the kernel goes from the old rules
+    to the new ones at once."""
+    from backend.iptables import Iptables
+
+    ipt = Iptables(4)
+    calls: list[tuple[tuple[str, ...], str | None]] = []
+
+    def run(*args: str, stdin: str | None = None, check: bool = True) -> int:
+        calls.append((args, stdin))
+        return 1  # `-C`: no rule there yet
+
+    monkeypatch.setattr(ipt, "_run", run)
+    ipt.write(masq_rules(N, P, random_fully=False) + forward_rules(N))
+    assert not [args for args, _ in calls if {"-F", "-N", "-X"} & set(args)]
+    payloads = [stdin for args, stdin in calls if args[0] == "iptables-restore"]
+    assert [p.splitlines()[:2] for p in payloads if p] == [
+        ["*nat", ":FLANNEL-POSTRTG - [0:0]"],
+        ["*filter", ":FLANNEL-FWD - [0:0]"],
+    ]
+
+
 def rules_shown(tb: Testbed, node: Node, table: str, binary: str = "iptables") -> list[str]:
     res = tb.node_sh(node, binary, "-w", "-t", table, "-S")
     return [line for line in res.stdout.splitlines() if "FLANNEL" in line]

@@ -261,3 +261,29 @@ def test_non_unicast_vtep_mac_is_refused(mac: str) -> None:
     )
     with pytest.raises(PeerFormatError, match="unicast"):
         peer_from_lease(lease)
+
+
+@pytest.mark.parametrize("v6_mac", ["zz:00:00:00:00:01", "01:00:5e:00:00:01", None, 7])
+def test_a_bad_ipv6_part_leaves_the_ipv4_part(v6_mac: Any) -> None:
+    """A dual-stack peer with unusable BackendV6Data is still reached over IPv4 (flanneld
+    programs the IPv4 part before it looks at the IPv6 one); IPv6-only, the lease is refused."""
+    kw = {"public_ipv6": V6("fd00:64::3"), "ipv6_subnet": N6("fd00:244:0:2::/64"),
+          "v6_data": {"VNI": 1, "VtepMAC": v6_mac}}  # fmt: skip
+    assert peer_from_lease(vxlan_lease(**kw)) == VxlanPeer(
+        v4=PeerEntry("10.244.2.0/24", "10.244.2.0", MAC, "192.168.64.3"), v6=None
+    )
+    with pytest.raises(PeerFormatError, match="BackendV6Data"):
+        peer_from_lease(vxlan_lease(data={}, subnet=None, public_ip=V4("0.0.0.0"), **kw))
+
+
+def test_an_ipv4_part_without_a_public_ip_is_refused() -> None:
+    """PublicIP 0.0.0.0 (unset) with an IPv4 subnet would become an FDB entry to 0.0.0.0 (or,
+    with DirectRouting or host-gw, a route without a gateway sending the subnet's traffic to
+    the local network); no flanneld writes such a lease."""
+    from backend import hostgw
+
+    with pytest.raises(PeerFormatError, match="PublicIP"):
+        peer_from_lease(vxlan_lease(public_ip=V4("0.0.0.0")))
+    attrs = LeaseAttrs(V4("0.0.0.0"), None, "host-gw")
+    with pytest.raises(PeerFormatError, match="PublicIP"):
+        hostgw.peer_from_lease(Lease(N4("10.244.2.0/24"), None, attrs))

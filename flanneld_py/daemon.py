@@ -43,7 +43,7 @@ from backend.vxlan import (
 from flanneld_py.cli import FLAGS, Options
 from flanneld_py.health import HealthServer
 from flanneld_py.iface import InterfaceError, select_interface
-from flanneld_py.memory import release_free_memory
+from flanneld_py.memory import configure_allocator, release_free_memory
 from flanneld_py.observe import Observer
 from flanneld_py.state import ErrorRecorder
 from subnet.allocate import OutOfSubnets, fits
@@ -645,6 +645,7 @@ def run(opts: Options) -> int:
     if not 1 <= margin <= 1439:
         log.error("--subnet-lease-renew-margin=%d: must be 1 to 1439 minutes", margin)
         return 1
+    configure_allocator()  # before the start-up listing and the first pass
     try:
         daemon = Daemon(opts)
     except (ConfigError, KubeError, ValueError, OSError) as err:

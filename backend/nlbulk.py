@@ -24,7 +24,8 @@ Message layouts written (Linux uapi `linux/netlink.h`, `linux/rtnetlink.h`,
                        PERMANENT, flags SELF); NDA_LLADDR mac, NDA_DST remote IP
     FDB delete         RTM_DELNEIGH, REQUEST|ACK; ndmsg(AF_BRIDGE, ifindex, NOARP|PERMANENT,
                        flags SELF);
-                       NDA_LLADDR, NDA_DST
+                       NDA_LLADDR, NDA_DST, and for an entry of a non-default UDP port or VNI
+                       NDA_PORT u16 (network byte order), NDA_VNI u32
     route replace      RTM_NEWROUTE, REQUEST|ACK|CREATE|REPLACE; rtmsg(family, prefix length,
                        table main, protocol boot, scope universe, type unicast, flags ONLINK);
                        RTA_DST, RTA_GATEWAY, RTA_OIF, RTA_TABLE
@@ -68,7 +69,7 @@ NLM_F_REPLACE, NLM_F_CREATE = 0x100, 0x400
 NLM_F_CAPPED, NLM_F_ACK_TLVS = 0x100, 0x200  # in acknowledgements
 NLMSGERR_ATTR_MSG = 1
 
-NDA_DST, NDA_LLADDR = 1, 2
+NDA_DST, NDA_LLADDR, NDA_CACHEINFO, NDA_PORT, NDA_VNI = 1, 2, 3, 6, 7
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
 RTA_VIA = 18
 NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
@@ -134,10 +135,23 @@ def neigh_request(action: str, index: int, ip: str, mac: str | None) -> bytes:
 
 def fdb_request(action: str, index: int, mac: str, remote: str) -> bytes:
     """The RTM_NEWNEIGH/RTM_DELNEIGH message (family AF_BRIDGE) for the FDB entry `mac` ->
-    `remote` (the peer's public IP) on the VXLAN link `index`; sequence number 0. Raises
-    OSError for a remote that is not an address, ValueError for a MAC that is not hex."""
-    _, dst = _addr(remote)
+    `remote` on the VXLAN link `index`; sequence number 0.
+
+    `remote` is the peer's public IP, or as `dump_fdb` lists an entry of a non-default UDP port
+    or VNI, `"<IP> port <N> vni <M>"` (either part optional, as `bridge fdb` writes them): the
+    kernel deletes only the entry whose port and VNI match the request, and takes an absent
+    one for the device's own. Raises OSError for a remote that is not an address, ValueError
+    for a MAC that is not hex or a malformed port/VNI suffix."""
+    ip, *extra = remote.split(" ")
+    _, dst = _addr(ip)
     attrs = _attr(NDA_LLADDR, _mac(mac)) + _attr(NDA_DST, dst)
+    options = dict(zip(extra[::2], extra[1::2], strict=True))
+    if options.keys() - {"port", "vni"}:
+        raise ValueError(f"FDB remote {remote!r}: only 'port N' and 'vni N' may follow the IP")
+    if "port" in options:
+        attrs += _attr(NDA_PORT, struct.pack("!H", int(options["port"])))
+    if "vni" in options:
+        attrs += _attr(NDA_VNI, _U32.pack(int(options["vni"])))
     if action == "replace":
         body = _NDMSG.pack(AF_BRIDGE, index, NUD_PERMANENT, NTF_SELF, 0) + attrs
         return _message(RTM_NEWNEIGH, _REPLACE, body)
@@ -376,25 +390,39 @@ class BulkSocket:
 
     def dump_fdb(self, index: int, family: int, unicast: bool = False) -> set[tuple[str, str]]:
         """Permanent FDB entries of link `index` whose remote is of `family`: {(MAC, remote)};
-        without the all-zeros (flood) entries when `unicast`."""
+        without the all-zeros (flood) entries when `unicast`.
+
+        The remote is the IP, followed by `" port <N>"` and/or `" vni <M>"` when the entry's
+        UDP port or VNI differ from the device's (the kernel sends NDA_PORT/NDA_VNI only then):
+        such an entry never equals one flanneld-py wants, so a resync removes it, and
+        `fdb_request` turns the text back into the attributes its deletion needs."""
         # an ifinfomsg-sized header: the kernel filters an AF_BRIDGE dump by its ifindex
         req = struct.pack("=BxHiII", AF_BRIDGE, 0, index, 0, 0)
         size = 4 if family == socket.AF_INET else 16
         dst_hdr = _ATTR.pack(4 + size, NDA_DST)
+        after = 28 + size  # where the attribute after a fixed-layout NDA_DST starts
+        plain = (b"", _ATTR.pack(4 + 16, NDA_CACHEINFO))  # what may follow it: nothing else
         out: set[tuple[str, str]] = set()
         for body in self._dump(RTM_GETNEIGH, req):
             _, ifindex, state, _, _ = _NDMSG.unpack_from(body, 0)
             if ifindex != index or not state & NUD_PERMANENT:
                 continue
-            if body[12:16] == _MAC_HDR and body[24:28] == dst_hdr:
+            suffix = ""
+            if (body[12:16] == _MAC_HDR and body[24:28] == dst_hdr
+                    and body[after : after + 4] in plain):  # fmt: skip
                 mac: bytes | None = body[16:22]
-                dst: bytes | None = body[28 : 28 + size]
+                dst: bytes | None = body[28:after]
             else:
                 attrs = _attrs(body, 12, len(body))
                 dst, mac = attrs.get(NDA_DST), attrs.get(NDA_LLADDR)
+                port, vni = attrs.get(NDA_PORT), attrs.get(NDA_VNI)
+                if port is not None and len(port) == 2:
+                    suffix += f" port {struct.unpack('!H', port)[0]}"
+                if vni is not None and len(vni) == 4:
+                    suffix += f" vni {_U32.unpack(vni)[0]}"
             if dst is None or len(dst) != size or not mac or (unicast and mac == _ZERO_MAC):
                 continue
-            out.add((mac.hex(":"), socket.inet_ntop(family, dst)))
+            out.add((mac.hex(":"), socket.inet_ntop(family, dst) + suffix))
         return out
 
     def dump_routes(

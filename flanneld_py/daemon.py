@@ -29,7 +29,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -50,7 +50,7 @@ from backend.vxlan import (
 from flanneld_py.cli import FLAGS, Options
 from flanneld_py.health import HealthServer
 from flanneld_py.iface import InterfaceError, select_interface
-from flanneld_py.memory import release_free_memory
+from flanneld_py.memory import configure_allocator, release_free_memory
 from flanneld_py.observe import Observer
 from flanneld_py.preflight import PreflightError, check_bridge_netfilter
 from flanneld_py.state import ErrorRecorder
@@ -500,35 +500,34 @@ class Daemon:
                 raise
         return ""
 
-    def _on_snapshot(self, items: list[tuple[str, Lease]]) -> None:
+    def _on_snapshot(self, items: Iterable[tuple[str, Lease]]) -> None:
+        """Load a complete listing. `items` is walked once, keeping only a slim record per peer
+        (the etcd manager decodes its leases one at a time while it is walked)."""
         own = self.lease
-        if (
-            own is not None
-            and self.sm.renews
-            and own.lease_id != 0
-            and not any(key == self.sm.own_key(own) for key, _ in items)
-        ):
-            log.warning("this node's lease %s is gone from the datastore", own.key)
-            self.lease_lost.set()
+        own_key = self.sm.own_key(own) if own is not None else None
+        own_listed = False
         with self._count_lock:
             self.subnet_keys = {}
             self._subnet_counts.clear()
+        records: dict[str, VxlanPeer] = {}
         for key, lease in items:
+            own_listed = own_listed or key == own_key
             self._track_key(key, lease, count=False)
-        with self._count_lock:
-            self._count_subnets()
-        if not self.programs_peers:
-            return
-        records = []
-        for key, lease in items:
-            if self._is_own(key, lease):
+            if not self.programs_peers or self._is_own(key, lease):
                 continue
             try:
                 peer = self._peer(key, lease)
             except PeerFormatError:
                 continue
             if peer is not None:
-                records.append((key, peer))
+                records[key] = peer
+        if own is not None and self.sm.renews and own.lease_id != 0 and not own_listed:
+            log.warning("this node's lease %s is gone from the datastore", own.key)
+            self.lease_lost.set()
+        with self._count_lock:
+            self._count_subnets()
+        if not self.programs_peers:
+            return
         self._snapshot_budget, self._snapshot_quiet = SNAPSHOT_PEER_LOGS, 0
         try:
             for table in self.tables:
@@ -873,6 +872,7 @@ def run(opts: Options) -> int:
     if not 1 <= margin <= 1439:
         log.error("--subnet-lease-renew-margin=%d: must be 1 to 1439 minutes", margin)
         return 1
+    configure_allocator()  # before the start-up listing and the first pass
     try:
         daemon = Daemon(opts)
     except (ConfigError, KubeError, ValueError, OSError) as err:

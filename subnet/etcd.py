@@ -20,7 +20,7 @@ import random
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +100,27 @@ class WatchEvent:
     value: bytes
     revision: int
     lease_id: int = 0
+
+
+class Listing:
+    """The key-values of one range request, as a sequence of `StoredLease`.
+
+    They stay in the protobuf response (a few large blocks) and become `StoredLease` objects one
+    at a time while iterated, so that a listing of thousands of leases is never held twice, as
+    protobuf and as Python objects (about 340 bytes per lease in small objects).
+    """
+
+    __slots__ = ("_kvs",)
+
+    def __init__(self, kvs: Any) -> None:
+        self._kvs = kvs
+
+    def __len__(self) -> int:
+        return len(self._kvs)
+
+    def __iter__(self) -> Iterator[StoredLease]:
+        for kv in self._kvs:
+            yield StoredLease(kv.key.decode(), kv.value, kv.lease)
 
 
 class Compacted(Exception):
@@ -253,11 +274,10 @@ class EtcdRegistry:
         return str(value.decode())
 
     @_unavailable
-    def list_subnets(self) -> tuple[list[StoredLease], int]:
+    def list_subnets(self) -> tuple[Listing, int]:
         """Every key under `<prefix>/subnets` (one range request) and the store revision."""
         resp = self.client.get_prefix_response(self.subnets_prefix)
-        items = [StoredLease(kv.key.decode(), kv.value, kv.lease) for kv in resp.kvs]
-        return items, int(resp.header.revision)
+        return Listing(resp.kvs), int(resp.header.revision)
 
     @_unavailable
     def ttl(self, lease_id: int) -> float | None:
@@ -362,9 +382,9 @@ class EtcdSubnetManager:
         self.previous = previous
         self.on_invalid = on_invalid or (lambda key, reason: None)
         self._invalid_seen: dict[str, str] = {}  # full key -> reason last logged
-        # the listing of the first acquisition, with this node's lease added and the store
-        # revision it was taken at: the watch starts from it instead of listing again
-        self._listing: tuple[list[Lease], int] | None = None
+        # the listing of the first acquisition, the store revision it was taken at, this node's
+        # lease and the keys deleted since: the watch's first snapshot (see `_keep_listing`)
+        self._listing: tuple[Iterable[StoredLease], int, Lease, frozenset[str]] | None = None
         self._watch_started = False
 
     renews = True
@@ -407,25 +427,40 @@ class EtcdSubnetManager:
 
     # --- own lease ------------------------------------------------------------------------------
 
-    def _leases(self) -> tuple[list[Lease], int]:
-        """Every valid lease (one range request, no per-key TTL lookups; invalid ones are
-        logged and counted) and the store revision of the listing."""
-        items, revision = self.registry.list_subnets()
-        out = []
+    def _decode(self, items: Iterable[StoredLease], report: bool = True) -> Iterator[Lease]:
+        """The valid leases of a listing, decoded one at a time (so that a consumer keeping
+        only what it needs of each never holds them all); invalid ones are logged and counted
+        when `report`."""
         for item in items:
             try:
-                out.append(decode_lease(item))
+                yield decode_lease(item)
             except LeaseFormatError as err:
-                self._invalid(item, str(err))
-        return out, revision
+                if report:
+                    self._invalid(item, str(err))
 
-    def _keep_listing(self, leases: list[Lease], revision: int, own: Lease) -> Lease:
-        """Before the watch starts, keep the acquisition's listing (with `own`, this node's new
-        lease, in place of its key's old value) for the watch's first snapshot. Returns `own`."""
+    def _keep_listing(
+        self, listing: Iterable[StoredLease], revision: int, own: Lease, deleted: set[str]
+    ) -> Lease:
+        """Before the watch starts, keep the acquisition's raw listing for the watch's first
+        snapshot, with `own` (this node's new lease) in place of its key's old value and the
+        `deleted` keys left out. Returns `own`.
+
+        The raw key-values are kept, not the decoded leases: they are a few times smaller, and
+        the snapshot decodes them again one at a time (about 20 ms per 1,000 leases)."""
         if not self._watch_started:
-            others = [lease for lease in leases if lease.key != own.key]
-            self._listing = ([*others, own], revision)
+            self._listing = (listing, revision, own, frozenset(deleted))
         return own
+
+    def _replay(self, listing: Iterable[StoredLease], own: Lease, deleted: frozenset[str]
+                ) -> Iterator[tuple[str, Lease]]:  # fmt: skip
+        """The kept listing's (key, lease) pairs as `_keep_listing` describes them (invalid
+        keys were logged and counted when it was taken)."""
+        own_key = own.key
+        for lease in self._decode(listing, report=False):
+            key = lease.key
+            if key != own_key and key not in deleted:
+                yield key, lease
+        yield own_key, own
 
     def _invalid(self, item: StoredLease, reason: str) -> None:
         """Log an invalid key once per key and reason (memory bounded by the number of keys)."""
@@ -449,7 +484,8 @@ class EtcdSubnetManager:
         """
         rng = rng or random.Random()
         for _ in range(RACE_RETRIES):
-            leases, revision = self._leases()
+            listing, revision = self.registry.list_subnets()
+            leases = list(self._decode(listing))
             choice = choose_subnets(
                 cfg, leases, attrs.public_ip, attrs.public_ipv6, self.previous, rng
             )
@@ -458,9 +494,8 @@ class EtcdSubnetManager:
                     "deleting this node's lease %s: it does not fit the network config", stale.key
                 )
                 self.registry.delete(self._key(stale.key))
-            if choice.stale:  # gone from etcd: not in the listing the watch may start from
-                deleted = {stale.key for stale in choice.stale}
-                leases = [lease for lease in leases if lease.key not in deleted]
+            # gone from etcd: not in the listing the watch may start from
+            deleted = {stale.key for stale in choice.stale}
             value = attrs.encode()
             if choice.reuse is not None:
                 lease = choice.reuse
@@ -468,26 +503,31 @@ class EtcdSubnetManager:
                     self.registry.put(self._key(lease.key), value, 0)
                     log.info("using reserved subnet %s", lease.key)
                     return self._keep_listing(
-                        leases, revision, Lease(lease.subnet, lease.ipv6_subnet, attrs, None, 0)
+                        listing,
+                        revision,
+                        Lease(lease.subnet, lease.ipv6_subnet, attrs, None, 0),
+                        deleted,
                     )
                 lease_id = self.registry.grant(SUBNET_TTL)
                 self.registry.put(self._key(lease.key), value, lease_id)
                 log.info("reusing lease %s (%s)", lease.key, choice.reason)
                 return self._keep_listing(
-                    leases,
+                    listing,
                     revision,
                     Lease(
                         lease.subnet, lease.ipv6_subnet, attrs, time.time() + SUBNET_TTL, lease_id
                     ),
+                    deleted,
                 )
             new = Lease(choice.subnet, choice.ipv6_subnet, attrs)
             lease_id = self.registry.grant(SUBNET_TTL)
             if self.registry.create(self._key(new.key), value, lease_id):
                 log.info("acquired lease %s (%s)", new.key, choice.reason)
                 return self._keep_listing(
-                    leases,
+                    listing,
                     revision,
                     Lease(new.subnet, new.ipv6_subnet, attrs, time.time() + SUBNET_TTL, lease_id),
+                    deleted,
                 )
             self.registry.revoke(lease_id)
             log.info("subnet %s was taken by another node meanwhile; trying another", new.key)
@@ -515,7 +555,7 @@ class EtcdSubnetManager:
 
     def watch_leases(
         self,
-        on_snapshot: Callable[[list[tuple[str, Lease]]], None],
+        on_snapshot: Callable[[Iterable[tuple[str, Lease]]], None],
         on_put: Callable[[str, Lease], None],
         on_delete: Callable[[str], None],
         stop: threading.Event,
@@ -574,18 +614,21 @@ class EtcdSubnetManager:
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    def _snapshot(self, on_snapshot: Callable[[list[tuple[str, Lease]]], None]) -> int:
+    def _snapshot(self, on_snapshot: Callable[[Iterable[tuple[str, Lease]]], None]) -> int:
         """Hand every valid lease to `on_snapshot` and return the store revision they are from.
 
         The first snapshot reuses the listing of this node's lease acquisition (Go flanneld lists
         twice at start-up); later ones list again (one range request, no per-key TTL lookups).
-        The listing is dropped on return: at thousands of leases it is several MiB the watch
-        loop must not keep alive."""
+        `on_snapshot` gets the leases as an iterator, decoded one at a time: it keeps what it
+        needs of each (a slim peer record) and never holds thousands of `Lease` objects at once.
+        The listing is dropped on return: the watch loop must not keep it alive."""
         if self._listing is not None:  # the acquisition's, taken moments ago
-            (leases, revision), self._listing = self._listing, None
+            (listing, revision, own, deleted), self._listing = self._listing, None
+            pairs = self._replay(listing, own, deleted)
         else:
-            leases, revision = self._leases()
-        on_snapshot([(lease.key, lease) for lease in leases])
+            listing, revision = self.registry.list_subnets()
+            pairs = ((lease.key, lease) for lease in self._decode(listing))
+        on_snapshot(pairs)
         return revision
 
     def _handle_event(

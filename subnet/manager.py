@@ -8,13 +8,13 @@ to this protocol; `subnet.etcd.EtcdSubnetManager` and `subnet.kube.KubeSubnetMan
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from subnet.config import NetworkConfig
 from subnet.lease import Lease, LeaseAttrs
 
-SnapshotFn = Callable[[list[tuple[str, Lease]]], None]
+SnapshotFn = Callable[[Iterable[tuple[str, Lease]]], None]
 PutFn = Callable[[str, Lease], None]
 DeleteFn = Callable[[str], None]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
@@ -74,8 +74,9 @@ class PeerTable(Generic[V]):
         self._notify(key, "removed", None)
         return True
 
-    def reset(self, records: Iterable[tuple[str, V]]) -> None:
-        """Replace the table with a complete snapshot; marks every difference dirty."""
+    def reset(self, records: Mapping[str, V] | Iterable[tuple[str, V]]) -> None:
+        """Replace the table with a complete snapshot (key -> record); marks every difference
+        dirty."""
         new = dict(records)
         events: list[tuple[str, str, V | None]] = []
         with self._cond:

@@ -6,7 +6,7 @@ import contextlib
 import ipaddress
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 import pytest
@@ -162,7 +162,8 @@ class Recorder:
         self.deletes: list[str] = []
         self.invalid: list[str] = []
 
-    def snapshot(self, items: list[tuple[str, Lease]]) -> None:
+    def snapshot(self, pairs: Iterable[tuple[str, Lease]]) -> None:
+        items = list(pairs)
         assert all(key == lease.key for key, lease in items)
         self.snapshots.append(sorted(key for key, _ in items))
 

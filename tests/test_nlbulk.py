@@ -359,3 +359,48 @@ def test_a_route_of_another_metric_is_not_taken_for_ours(
     sh(["ip", "netns", "exec", ns, "ip", "route", "add", "10.1.0.0/24", "via", "10.1.9.9", "dev",
         "flannel.1", "onlink", "metric", "100"])  # fmt: skip
     assert bulk.dump_routes(idx, socket.AF_INET) == {"10.1.0.0/24": "10.1.0.0"}
+
+
+def test_fdb_entries_of_another_port_or_vni_are_drift_and_can_be_deleted(
+    sockets: tuple[IPRoute, nlbulk.BulkSocket], ns: str
+) -> None:
+    """An FDB entry whose UDP port or VNI differs from the device's (NDA_PORT/NDA_VNI in the
+    dump) is listed with them, so it never looks like the entry flanneld-py wants; a resync
+    pass replaces the wanted one and deletes the stray ones, which needs their port and VNI in
+    the delete request (without them the kernel finds no such entry and deletes nothing)."""
+    from backend.reconcile import KernelState, PeerEntry, diff
+
+    _, bulk = sockets
+    idx = ifindex(ns)
+    fdb = ["ip", "netns", "exec", ns, "bridge", "fdb"]
+    strays = {
+        (MAC, "198.18.1.6 port 4789"),  # the peer's own entry, but another port
+        ("0e:00:00:00:09:07", "198.18.1.7 vni 7"),
+        ("0e:00:00:00:09:08", "198.18.1.8 port 4789 vni 7"),
+    }
+    for mac, remote in strays:
+        sh([*fdb, "append", mac, "dev", "flannel.1", "dst", *remote.split(), "self", "permanent"])
+    assert bulk.dump_fdb(idx, socket.AF_INET) == strays
+    unchanged = nlbulk.fdb_request("delete", idx, "0e:00:00:00:09:07", "198.18.1.7")
+    assert bulk.execute([nlbulk.Request(unchanged)]) == [None]  # the kernel's "done"...
+    assert bulk.dump_fdb(idx, socket.AF_INET) == strays  # ...deleted nothing
+    peer = PeerEntry("10.1.0.0/24", "10.1.0.0", MAC, "198.18.1.6")
+    ops = [op for op in diff({"p": peer}, KernelState(fdb=strays)) if op.kind == "fdb"]
+    assert {(op.action, op.a, op.b) for op in ops} == {("replace", MAC, "198.18.1.6")} | {
+        ("delete", mac, remote) for mac, remote in strays
+    }
+    requests = [
+        nlbulk.Request(nlbulk.fdb_request(op.action, idx, op.a, op.b or ""), op.action == "delete")
+        for op in ops
+    ]
+    assert bulk.execute(requests) == [None] * len(requests)
+    assert bulk.dump_fdb(idx, socket.AF_INET) == {(MAC, "198.18.1.6")}
+    shown = sh([*fdb, "show", "dev", "flannel.1"]).stdout
+    assert "port" not in shown and "vni" not in shown, shown
+
+
+def test_fdb_remote_suffix_is_checked() -> None:
+    with pytest.raises(ValueError, match="only 'port N' and 'vni N'"):
+        nlbulk.fdb_request("delete", 3, MAC, "198.18.1.6 via 4")
+    with pytest.raises(ValueError):
+        nlbulk.fdb_request("delete", 3, MAC, "198.18.1.6 port")

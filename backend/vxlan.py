@@ -139,7 +139,7 @@ def check_public_ip(lease: Lease) -> None:
 
 def v6_data_error(lease: Lease) -> str:
     """Why a vxlan lease's BackendV6Data cannot be used ("BackendV6Data: <problem>"), or ""
-    when it can (or is absent: see the daemon's `missing_part`)."""
+    when it can (or is absent: see `flanneld_py.families.missing_part`)."""
     data = lease.attrs.backend_v6_data
     if data is None:
         return ""

@@ -48,6 +48,7 @@ from backend.vxlan import (
     v6_data_error,
 )
 from flanneld_py.cli import FLAGS, Options
+from flanneld_py.families import ENV_KEYS, missing_part, same_subnets, select_entry, subnet_of
 from flanneld_py.health import HealthServer
 from flanneld_py.iface import InterfaceError, select_interface
 from flanneld_py.memory import configure_allocator, release_free_memory
@@ -69,44 +70,6 @@ _KEY_STATES = {(a, b): (a, b) for a in (False, True) for b in (False, True)}  # 
 T = TypeVar("T")
 __all__ = ["SUPPORTED_BACKENDS", "Daemon", "run"]
 RENEW_RETRY = 60.0  # seconds between failed renewals (flannel's value)
-# subnet.env keys of each family's network and subnet (flannel `pkg/subnet` WriteSubnetFile)
-ENV_KEYS = {4: ("FLANNEL_NETWORK", "FLANNEL_SUBNET"), 6: ("FLANNEL_IPV6_NETWORK",
-                                                          "FLANNEL_IPV6_SUBNET")}  # fmt: skip
-
-
-def subnet_of(lease: Lease, version: int) -> Any:
-    """A lease's subnet of IP `version` (4 or 6), or None."""
-    return lease.subnet if version == 4 else lease.ipv6_subnet
-
-
-def same_subnets(lease: Lease, own: Lease, families: tuple[int, ...]) -> bool:
-    """True when `lease` has this node's `own` subnet in every enabled family: how flannel
-    recognises its own lease among the peers' (flannel `pkg/lease` LeaseWatcher: IPv4 only
-    compares the IPv4 subnet, IPv6 only the IPv6 one, dual stack both)."""
-    return all(
-        subnet_of(lease, v) is not None and subnet_of(lease, v) == subnet_of(own, v)
-        for v in families
-    )
-
-
-def missing_part(lease: Lease, version: int) -> str:
-    """Why a vxlan peer lease has no usable part of IP `version` ("" when it has one)."""
-    if version == 4:
-        return "" if lease.subnet is not None else "no IPv4 subnet"
-    if lease.ipv6_subnet is None:
-        return "no IPv6 subnet"
-    if lease.attrs.public_ipv6 is None:
-        return "no PublicIPv6"
-    if lease.attrs.backend_type == "vxlan":
-        if lease.attrs.backend_v6_data is None:
-            return "no BackendV6Data"
-        return v6_data_error(lease)
-    return ""
-
-
-def select_entry(version: int) -> Callable[[VxlanPeer], PeerEntry | None]:
-    """The `Reconciler.select` of the device of IP `version`: the peer's entry of that family."""
-    return _select_v4 if version == 4 else _select_v6
 
 
 @dataclass
@@ -842,14 +805,6 @@ class Daemon:
             o.device.close()  # a first VxlanDevice closes the shared netlink socket
         if not any(isinstance(o.device, VxlanDevice) for o in self.overlays) and self.ipr:
             self.ipr.close()
-
-
-def _select_v4(peer: VxlanPeer) -> PeerEntry | None:
-    return peer.v4
-
-
-def _select_v6(peer: VxlanPeer) -> PeerEntry | None:
-    return peer.v6
 
 
 def _reconcile_args(

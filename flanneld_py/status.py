@@ -66,7 +66,7 @@ from backend.vxlan import (
     peer_from_lease,
 )
 from flanneld_py.cli import FLAGS, Options
-from flanneld_py.daemon import ENV_KEYS, missing_part, same_subnets, select_entry, subnet_of
+from flanneld_py.families import ENV_KEYS, missing_part, same_subnets, select_entry, subnet_of
 from flanneld_py.flags import Flag, FlagError, HelpRequested, parse_flags, usage
 from flanneld_py.state import read_state, state_path
 from subnet.annotations import (

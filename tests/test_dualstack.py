@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from flanneld_py.daemon import missing_part, same_subnets
+from flanneld_py.families import missing_part, same_subnets
 from subnet.lease import Lease, LeaseAttrs
 from tests.testbed import POD_NETWORK6, Node, Testbed, in_private_netns, wait_for
 

@@ -7,9 +7,10 @@ written by `backend.reconcile`. With `DirectRouting` a peer whose public IP is o
 node is attached to (the route lookup for it gives one route without a gateway) gets only the
 route `<peer subnet> via <peer public IP>` (no device given: the kernel picks it) instead.
 
-Deliberate differences (decisions.md): the MTU overhead is 70 bytes on an IPv6 underlay (#6); an
-existing device with a wrong MTU is corrected and one with another VNI, port, local address or
-lower device is recreated (#5); a recreated device keeps its MAC and gets every peer again (#3).
+Deliberate differences (README "Compared with flanneld"): the MTU overhead is 70 bytes on an
+IPv6 underlay; an existing device with a wrong MTU is corrected and one with another VNI, port,
+local address or lower device is recreated; a recreated device keeps its MAC and gets every peer
+again.
 """
 
 from __future__ import annotations

@@ -95,21 +95,29 @@ FLAGS: list[Flag] = [
         "ip-masq",
         "bool",
         False,
-        "masquerade traffic leaving the flannel network (iptables nat chain FLANNEL-POSTRTG; "
-        "subnet.env says FLANNEL_IPMASQ=true, so the CNI plugin leaves masquerading to flanneld)",
+        "masquerade traffic leaving the flannel network (nat chain FLANNEL-POSTRTG of iptables "
+        "and ip6tables, or chain postrtg of the nftables tables with EnableNFTables; subnet.env "
+        "says FLANNEL_IPMASQ=true, so the CNI plugin leaves masquerading to flanneld)",
     ),
     Flag(
         "ip-masq-fully-random-disable",
         "bool",
         False,
-        "do not use --random-fully in the MASQUERADE rule",
+        "do not use --random-fully (nftables: fully-random) in the masquerade rule",
     ),
-    Flag("iptables-resync", "int", 5, "seconds between iptables rule checks"),
+    Flag(
+        "iptables-resync",
+        "int",
+        5,
+        "seconds between checks of the masquerade and forward rules (iptables or nftables, "
+        "rewritten when missing) and of the --ip-blackhole-route route",
+    ),
     Flag(
         "iptables-forward-rules",
         "bool",
         True,
-        "add FORWARD accept rules for the flannel network (filter chain FLANNEL-FWD)",
+        "add FORWARD accept rules for the flannel network (filter chain FLANNEL-FWD, or chain "
+        "forward of the nftables tables with EnableNFTables)",
     ),
     Flag(
         "ip-blackhole-route",
@@ -183,11 +191,14 @@ STATUS_HELP = (
 )
 
 INTRO = (
-    "flanneld-py gives this node a subnet of the cluster's pod network, leased from etcd, "
-    "writes it to subnet.env for the flannel CNI plugin, and programs the VXLAN overlay to "
-    "every other node. Backends (the network config's Backend.Type): vxlan (the default), and "
-    "alloc, which only leases the subnet and writes subnet.env (no device, no peers). It is a "
-    "drop-in replacement for flanneld."
+    "flanneld-py gives this node a subnet of the cluster's pod network (IPv4, IPv6 or dual "
+    "stack), leased from etcd or, with --kube-subnet-mgr, taken from the Node's podCIDR, "
+    "writes it to subnet.env for the flannel CNI plugin, and programs the routes to every "
+    "other node. Backends (the network config's Backend.Type): vxlan (the default; an overlay "
+    "device, with DirectRouting a plain route to peers on this node's network), host-gw "
+    "(routes via the peers' addresses; all nodes on one L2 network), and alloc, which only "
+    "leases the subnet and writes subnet.env (no device, no peers). It is a drop-in "
+    "replacement for flanneld."
 )
 
 

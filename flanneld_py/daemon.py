@@ -12,7 +12,7 @@ restart does not interrupt traffic.
 Workers (threads): the etcd watch feeds the desired peer table; one reconciler per device makes
 the kernel match it (IPv4 and IPv6 share the code, parameterised by family: `Overlay`,
 `select_entry`); the main thread renews the lease and re-acquires it if it is ever lost
-(decisions #12).
+(README "Compared with flanneld").
 
 With the `alloc` backend (`backend.alloc`) the same sequence skips the device: the daemon acquires
 and renews the lease and writes subnet.env, and runs no reconciler. In etcd mode the watch still
@@ -291,7 +291,8 @@ class Daemon:
     @property
     def pod_mtu(self) -> int:
         """FLANNEL_MTU, bytes: the smallest device MTU (vxlan; in dual stack the IPv6 device's,
-        whose underlay overhead is larger, so pods' packets fit both; decisions #6), else the
+        whose underlay overhead is larger, so pods' packets fit both; README "Compared with
+        flanneld"), else the
         external interface's (alloc)."""
         return min((o.device.mtu for o in self.overlays), default=self.mtu)
 
@@ -397,7 +398,7 @@ class Daemon:
     def _peer(self, key: str, lease: Lease) -> VxlanPeer | None:
         """Peer `key`'s record; None for a lease of another backend type. An unusable IPv6 part
         of a dual-stack lease leaves the IPv4 part (logged), and the peer's last good IPv6
-        entry stays (decisions #2; flanneld leaves it in the kernel too).
+        entry stays (README "Compared with flanneld"; flanneld leaves it in the kernel too).
 
         Raises PeerFormatError (logged once per key and problem, and counted) for unusable
         backend data.
@@ -521,7 +522,7 @@ class Daemon:
         try:
             peer = self._peer(key, lease)
         except PeerFormatError:
-            return  # keep the peer's last good state (decisions #2)
+            return  # keep the peer's last good state (README "Compared with flanneld")
         if peer is None:
             self._remove_peer(key)  # the peer switched to another backend
         else:

@@ -6,8 +6,9 @@ them without regular expressions.
 
 klog's `--vmodule` and `--log_backtrace_at` (flags flanneld takes from klog) keep their meaning with
 Python source files in place of Go ones: `--vmodule=reconcile=1,etcd*=1` adds the debug lines of
-`reconcile.py` and of every `etcd*.py`, `--log_backtrace_at=daemon.py:412` attaches the call stack
-to whatever is logged from that line.
+`reconcile.py` and of every `etcd*.py`, `--log_backtrace_at=daemon.py:120` attaches the call stack
+to whatever is logged by the logging call that starts on that line (Python attributes a call
+spread over several lines to its first line).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def parse_backtrace_at(value: str) -> tuple[str, int] | None:
         return None
     name, sep, line = value.rpartition(":")
     if not sep or not name or "/" in name or not line.isdigit():
-        raise ValueError(f"--log_backtrace_at={value!r}: expected file.py:line, e.g. daemon.py:412")
+        raise ValueError(f"--log_backtrace_at={value!r}: expected file.py:line, e.g. daemon.py:120")
     return name, int(line)
 
 

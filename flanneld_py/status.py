@@ -1869,6 +1869,11 @@ def main(argv: Sequence[str]) -> int:
     except (FlagError, ValueError) as err:  # ValueError: bad endpoints, annotation prefix
         print(f"{prog}: {err}", file=sys.stderr)
         return 2
+    if opts.version:  # the daemon's flag: the same version, the same place (stderr)
+        from flanneld_py import __version__
+
+        print(__version__, file=sys.stderr)
+        return 0
     root = logging.getLogger()
     if opts.v > 0:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,

@@ -114,8 +114,8 @@ def choose_subnets(
     """Pick this node's subnet(s) from the existing `leases` and the checked config `cfg`.
 
     Matching on public IP uses the IPv4 public IP, or the IPv6 one in IPv6-only mode (where every
-    node publishes PublicIP 0.0.0.0; decisions #8). Raises `OutOfSubnets` naming the network and
-    its size when no subnet is free.
+    node publishes PublicIP 0.0.0.0; README "Compared with flanneld"). Raises `OutOfSubnets`
+    naming the network and its size when no subnet is free.
     """
     rng = rng or random.Random()
     v6_only = not cfg.enable_ipv4

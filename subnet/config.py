@@ -23,7 +23,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 DEFAULT_BACKEND = (
-    "vxlan"  # flannel's code says udp; its docs and flanneld-py say vxlan (decisions #10)
+    # flannel's code says udp; its docs and flanneld-py say vxlan (README "Compared with flanneld")
+    "vxlan"
 )
 SUPPORTED_BACKENDS = ("vxlan", "host-gw", "alloc")
 """Backend types flanneld-py implements; any other `Backend.Type` is refused at start."""

@@ -3,9 +3,9 @@
 Keys and values are flannel's (`<prefix>/config`, `<prefix>/subnets/10.5.72.0-24`, lease value JSON;
 flannel `pkg/subnet/etcd/registry.go`), so Go flanneld nodes and flanneld-py nodes share one etcd.
 Leases are etcd leases of 24 h; renewal grants a new one and re-puts the value (flannel never uses
-KeepAlive). Where flannel's behaviour is a known fault this module does better (decisions.md):
-a lost creation race tries another subnet (#1), an unparseable key or value is skipped and counted
-instead of clearing every peer (#2), reservations stay leaseless (#7).
+KeepAlive). Where flannel's behaviour is a known fault this module does better (README "Compared
+with flanneld"): a lost creation race tries another subnet, an unparseable key or value is
+skipped and counted instead of clearing every peer, reservations stay leaseless.
 
 The etcd client (etcd-sdk-python, imported as `pyetcd`) is used only by `EtcdRegistry`, a small
 wrapper whose methods raise `DatastoreUnavailable` for every connection-level failure.
@@ -499,7 +499,8 @@ class EtcdSubnetManager:
             value = attrs.encode()
             if choice.reuse is not None:
                 lease = choice.reuse
-                if lease.lease_id == 0:  # a reservation stays leaseless (decisions #7)
+                # a reservation stays leaseless (README "Compared with flanneld")
+                if lease.lease_id == 0:
                     self.registry.put(self._key(lease.key), value, 0)
                     log.info("using reserved subnet %s", lease.key)
                     return self._keep_listing(

@@ -9,9 +9,9 @@ Node marked `kube-subnet-manager: "true"`.
 
 Where flannel falls short this does better: a node still waiting for its podCIDR logs why, now and
 then, instead of crash-looping (and gives up only after `podcidr_wait` seconds); a change in either
-address family or in the pod CIDRs of a peer is noticed (decisions #9); a malformed Node is skipped
-with one log line; only slim records are kept, and the watch resumes from the last resourceVersion,
-re-lists after 410 Gone and honours bookmarks.
+address family or in the pod CIDRs of a peer is noticed (README "Compared with flanneld"); a
+malformed Node is skipped with one log line; only slim records are kept, and the watch resumes
+from the last resourceVersion, re-lists after 410 Gone and honours bookmarks.
 
 All API calls go through the official `kubernetes` client, reading raw JSON (no model objects) so
 that thousands of Nodes cost little memory.

@@ -5,7 +5,8 @@ dirty; one reconciler reads the table and makes the kernel match. Bursts coalesc
 wake-up is repaired by the next pass, and nothing here ever blocks a watcher.
 
 A snapshot (`reset`) replaces the whole table: peers absent from it are removed, and peers whose
-record changed are marked dirty too (flannel's snapshot diff forgets those; decisions #3).
+record changed are marked dirty too (flannel's snapshot diff forgets those; README "Compared
+with flanneld").
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ What a Go flanneld in the same cluster relies on (flannel-behaviour.md §2.2, §
 `&` subnet key (`0.0.0.0-0&...` when IPv6-only), the lease value with PublicIPv6 and
 BackendV6Data, subnet.env's IPv6 lines, `flannel-v6.<VNI>` with the `/128` address and the
 per-peer entries. Where flanneld-py differs on purpose: the IPv6 device's MTU overhead is 70
-bytes and FLANNEL_MTU fits both devices (decisions #6); IPv6-only leases are matched on
-PublicIPv6 (decisions #8). The pure helpers get unit tests first.
+bytes and FLANNEL_MTU fits both devices; IPv6-only leases are matched on PublicIPv6 (README
+"Compared with flanneld"). The pure helpers get unit tests first.
 """
 
 from __future__ import annotations
@@ -239,8 +239,8 @@ def test_ipv6_only_cluster_over_an_ipv6_underlay(v6_testbed: Testbed) -> None:
 @pytest.mark.kernel
 def test_ipv6_only_restart_finds_its_lease_by_public_ipv6(v6_testbed: Testbed) -> None:
     """Every IPv6-only node publishes PublicIP 0.0.0.0: the lease is found by PublicIPv6
-    (decisions #8), even without the previous subnet.env; a stray global address on
-    flannel-v6.1 is removed, the link-local one kept."""
+    (README "Compared with flanneld"), even without the previous subnet.env; a stray global
+    address on flannel-v6.1 is removed, the link-local one kept."""
     tb = v6_testbed
     nodes = tb.start_nodes(2)
     node = nodes[1]

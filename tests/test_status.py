@@ -420,6 +420,14 @@ def test_bad_usage_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) 
     assert capsys.readouterr().err.startswith("flanneld-py status: ")
 
 
+def test_version_prints_the_version_without_checking(capsys: pytest.CaptureFixture[str]) -> None:
+    from flanneld_py import __version__
+
+    assert status.main(["--version", "--etcd-endpoints=http://198.51.100.1:2379"]) == 0
+    out = capsys.readouterr()
+    assert out.err.strip() == __version__ and out.out == ""
+
+
 def test_help_and_json(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     from flanneld_py.cli import main
 

@@ -563,12 +563,17 @@ class Reconciler(Generic[V]):
                 self.last_full_sync is None
                 or self.clock() - self.last_full_sync >= self.resync_period
             )
+            full = due or full_requested
+            # a periodic full pass takes tens of milliseconds: the events that woke this loop
+            # are written first (the first pass and a requested one, after a device was
+            # recreated, take them in instead)
+            events_first = not full or (self.last_full_sync is not None and not full_requested)
             try:
-                if due or full_requested:
+                if dirty and events_first:
+                    self.sync_keys(dirty)
+                if full:
                     self.full_sync()
                     self.first_sync_done.set()
-                elif dirty:
-                    self.sync_keys(dirty)
             except Exception:
                 log.exception("reconcile pass failed; retrying")
                 self.table.mark_dirty(dirty)

@@ -869,3 +869,26 @@ def test_a_full_pass_request_made_during_a_full_pass_is_kept() -> None:
     dp.during = table.request_full_sync
     r.full_sync()
     assert table.wait(timeout=0.0) == (set(), True)
+
+
+def test_events_that_wake_a_due_full_pass_are_written_before_it() -> None:
+    table = events_table()
+    dp = DumpHookDatapath()
+    now = [0.0]
+    r: Reconciler[PeerEntry] = Reconciler(table, dp, lambda e: e, backoff=0, clock=lambda: now[0])
+    r.full_sync()
+    now[0] = 31.0  # the periodic full pass is due
+    stop = threading.Event()
+    written_at_dump: list[int] = []
+
+    def during() -> None:
+        written_at_dump.append(len(dp.log))
+        stop.set()  # one loop iteration
+
+    dp.during = during
+    mark = len(dp.log)
+    table.upsert("k4", entry(4, "dd:dd:dd:dd:dd:04"))
+    r.run(stop)
+    assert written_at_dump == [mark + 3]  # k4's neighbour, FDB entry and route
+    assert r.last_full_sync == 31.0
+    assert dp.state == KernelState.of(dict(table.items()).values())

@@ -16,9 +16,11 @@ Two passes, one worker:
 Nothing is removed before the table holds a complete snapshot of the datastore.
 
 A full pass at 5,000 peers takes tens of milliseconds (selecting every peer, three dumps, the
-diff). So that a lease event does not wait for all of it, the full pass serves the keys marked
-dirty meanwhile between its stages (after selecting, after the dump, after the diff): an
-incremental pass for them, in the same thread, against what this worker last wrote. Those keys
+diff). So that a lease event does not wait for all of it, the loop writes the events that woke it
+before a periodic pass that is due (the first pass, and one requested after the device was
+recreated, take them in instead), and the full pass serves the keys marked dirty meanwhile
+between its stages (after selecting, after the dump, after the diff): an incremental pass for
+them, in the same thread, against what this worker last wrote. Those keys
 are *touched*: the full pass's snapshot of them (its selection, and the dump, which may have been
 taken before or after the incremental write) is out of date, so its writes for them are dropped,
 and so are its removals of any object a touched key's programmed entry needs. What it writes for
@@ -344,12 +346,14 @@ class Reconciler(Generic[V]):
             actual = self.datapath.dump()
             self._serve_dirty()
             ops = diff(desired, actual)
+            del actual  # freed before the pass reports (the daemon then trims the heap)
             self._serve_dirty()
         finally:
             self._touched = None
         if touched:
             ops = self._without_touched(ops, touched)
         result = self._apply(ops)
+        del ops
         self._observe_latency(self.table.pending() - result.retry - touched)
         left = result.retry | touched
         programmed = {k: e for k, e in desired.items() if k not in left}

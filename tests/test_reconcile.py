@@ -770,3 +770,125 @@ def test_references_stay_exact_after_failures_on_a_recreated_device() -> None:
     table.remove("k1")
     r.sync_keys({"k1"})
     assert dp.state == KernelState.of([e2])
+
+
+# --- events during a full pass ------------------------------------------------------------------
+
+
+class DumpHookDatapath(FakeDatapath):
+    """A device whose dump runs `during` (the lease events that arrive while the kernel is
+    dumped) after taking its snapshot, so the dump the full pass diffs predates them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.during: Any = None
+
+    def dump(self) -> KernelState:
+        snapshot = super().dump()
+        if self.during is not None:
+            self.during()
+            self.during = None
+        return snapshot
+
+
+def events_table() -> PeerTable[PeerEntry]:
+    table: PeerTable[PeerEntry] = PeerTable()
+    table.reset([("k1", entry(1, MAC_A)), ("k2", entry(2, MAC_B)), ("k3", entry(3, MAC_C))])
+    return table
+
+
+def lease_events(table: PeerTable[PeerEntry]) -> None:
+    """k4 joins, k2 moves to another MAC and public IP, k3 leaves."""
+    table.upsert("k4", entry(4, "dd:dd:dd:dd:dd:04"))
+    table.upsert("k2", entry(2, "ee:ee:ee:ee:ee:05", "192.168.9.2"))
+    table.remove("k3")
+
+
+def test_events_during_the_dump_are_written_before_the_full_pass_and_not_undone() -> None:
+    table = events_table()
+    dp = DumpHookDatapath()
+    r = reconciler(table, dp)
+    r.full_sync()
+    dp.state.routes["10.5.99.0/24"] = "10.5.99.0"  # drift the full pass repairs
+    del dp.state.neighs["10.5.1.0"]
+    dp.during = lambda: lease_events(table)
+    mark = len(dp.log)
+    r.full_sync()
+    mac2, mac4 = "ee:ee:ee:ee:ee:05", "dd:dd:dd:dd:dd:04"
+    assert dp.log[mark:] == [
+        # the incremental pass for the events, served right after the dump
+        Op("neigh", "replace", "10.5.2.0", mac2, "k2"),
+        Op("fdb", "replace", mac2, "192.168.9.2", "k2"),
+        Op("neigh", "replace", "10.5.4.0", mac4, "k4"),
+        Op("fdb", "replace", mac4, "192.168.0.4", "k4"),
+        Op("route", "replace", "10.5.4.0/24", "10.5.4.0", "k4"),
+        Op("route", "delete", "10.5.3.0/24", "10.5.3.0"),
+        Op("fdb", "delete", MAC_B, "192.168.0.2"),
+        Op("fdb", "delete", MAC_C, "192.168.0.3"),
+        Op("neigh", "delete", "10.5.3.0", MAC_C),
+        # then the full pass's repairs, and nothing of its stale view of k2, k3 and k4
+        Op("neigh", "replace", "10.5.1.0", MAC_A, "k1"),
+        Op("route", "delete", "10.5.99.0/24", "10.5.99.0"),
+    ]
+    want = dict(table.items())
+    assert dp.state == KernelState.of(want.values())
+    assert r.programmed == want
+    assert r.entry_counts() == {"route": 3, "neigh": 3, "fdb": 3, "direct": 0}
+    assert r.full_sync().ops == 0
+
+
+def test_events_before_the_dump_are_not_undone_by_the_stale_selection() -> None:
+    table = events_table()
+    dp = FakeDatapath()
+    selected: list[str] = []
+
+    def select(record: PeerEntry) -> PeerEntry:
+        selected.append(record.subnet)
+        if len(selected) == 4:  # the second full pass is selecting: the events arrive
+            lease_events(table)
+        return record
+
+    r: Reconciler[PeerEntry] = Reconciler(table, dp, select, backoff=0, reselect=lambda: None)
+    r.full_sync()
+    dump_before = dp.dumps
+    result = r.full_sync()  # the incremental writes happen before its dump, which sees them
+    assert dp.dumps == dump_before + 1
+    assert result.ops == 0  # the stale selection of k2, k3 and k4 is not written back
+    want = dict(table.items())
+    assert dp.state == KernelState.of(want.values())
+    assert r.programmed == want
+    assert r.refs.subnet_owner == {e.subnet: k for k, e in want.items()}
+    assert r.full_sync().ops == 0
+
+
+def test_a_full_pass_request_made_during_a_full_pass_is_kept() -> None:
+    table = events_table()
+    dp = DumpHookDatapath()
+    r = reconciler(table, dp)
+    r.full_sync()
+    dp.during = table.request_full_sync
+    r.full_sync()
+    assert table.wait(timeout=0.0) == (set(), True)
+
+
+def test_events_that_wake_a_due_full_pass_are_written_before_it() -> None:
+    table = events_table()
+    dp = DumpHookDatapath()
+    now = [0.0]
+    r: Reconciler[PeerEntry] = Reconciler(table, dp, lambda e: e, backoff=0, clock=lambda: now[0])
+    r.full_sync()
+    now[0] = 31.0  # the periodic full pass is due
+    stop = threading.Event()
+    written_at_dump: list[int] = []
+
+    def during() -> None:
+        written_at_dump.append(len(dp.log))
+        stop.set()  # one loop iteration
+
+    dp.during = during
+    mark = len(dp.log)
+    table.upsert("k4", entry(4, "dd:dd:dd:dd:dd:04"))
+    r.run(stop)
+    assert written_at_dump == [mark + 3]  # k4's neighbour, FDB entry and route
+    assert r.last_full_sync == 31.0
+    assert dp.state == KernelState.of(dict(table.items()).values())

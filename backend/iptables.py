@@ -304,12 +304,12 @@ def rule_line(rule: Rule) -> str:
 
 
 class RuleKeeper:
-    """Keeps rule sets in place: writes them at start and every `period` seconds checks them,
-    rewriting a whole set when any rule of it is missing (flanneld's resync). Each set has its
-    own `Iptables` (so one keeper holds IPv4 and IPv6 sets)."""
+    """Keeps rule sets in place: writes them at start and, at each `check` (every
+    `--iptables-resync` seconds, `backend.traffic.TrafficRules.run`), rewrites a whole set when
+    any rule of it is missing (flanneld's resync). Each set has its own `Iptables` (so one keeper
+    holds IPv4 and IPv6 sets)."""
 
-    def __init__(self, period: float) -> None:
-        self.period = period
+    def __init__(self) -> None:
         self.sets: list[tuple[str, Iptables, list[Rule]]] = []  # (name, runner, rules)
         self.repairs = 0
         self._errors: dict[str, str] = {}  # set name -> error last logged

@@ -184,13 +184,13 @@ class Nft:
 
 
 class NftKeeper:
-    """Writes flanneld's two tables at start and keeps them: every `period` seconds each table
-    that has chains is listed, and both are written again when a listing differs from the one
-    read right after the last write (deliberately better than flanneld, which never looks)."""
+    """Writes flanneld's two tables at start and keeps them: at each `check` (every
+    `--iptables-resync` seconds, `backend.traffic.TrafficRules.run`) each table that has chains
+    is listed, and both are written again when a listing differs from the one read right after
+    the last write (deliberately better than flanneld, which never looks)."""
 
-    def __init__(self, nft: Nft, period: float) -> None:
+    def __init__(self, nft: Nft) -> None:
         self.nft = nft
-        self.period = period
         self.chains: dict[int, list[Chain]] = {4: [], 6: []}
         self.written: dict[int, str | None] = {}  # family -> listing after the last write
         self.repairs = 0

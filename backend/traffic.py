@@ -85,7 +85,7 @@ class TrafficRules:
         self._lock = threading.Lock()  # start/change (lease thread) vs checks (rules thread)
 
     def _new_keeper(self) -> RuleKeeper | NftKeeper:
-        return NftKeeper(Nft(), self.resync) if self.mode == "nftables" else RuleKeeper(self.resync)
+        return NftKeeper(Nft()) if self.mode == "nftables" else RuleKeeper()
 
     @property
     def keeps_rules(self) -> bool:

@@ -147,6 +147,7 @@ class HostGwRoutes:
             return self.bulk.execute(requests)
 
     def close(self) -> None:
+        """Close the netlink socket; the routes stay (nothing is removed on shutdown)."""
         if self._bulk is not None:
             self._bulk.close()
             self._bulk = None

@@ -64,7 +64,7 @@ NLMSG_ERROR = 2
 NLMSG_DONE = 3
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
-NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x2, 0x4, 0x300
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
 NLM_F_REPLACE, NLM_F_CREATE = 0x100, 0x400
 NLM_F_CAPPED, NLM_F_ACK_TLVS = 0x100, 0x200  # in acknowledgements
 NLMSGERR_ATTR_MSG = 1
@@ -236,6 +236,7 @@ class BulkSocket:
         self._buf = bytearray(64 << 10)  # a dump part is at most 32 KiB; an ack 36 bytes
 
     def close(self) -> None:
+        """Close the netlink socket; the kernel objects written stay."""
         self.sock.close()
 
     def _next_seq(self) -> int:

@@ -32,7 +32,6 @@ from subnet.lease import Lease
 log = logging.getLogger(__name__)
 
 KERNEL_DEFAULT_PORT = 8472
-ZERO_MAC = "00:00:00:00:00:00"
 OVERHEAD_IPV4 = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14, bytes
 OVERHEAD_IPV6 = 70  # outer IPv6 header is 20 bytes longer
 

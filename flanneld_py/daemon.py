@@ -730,22 +730,19 @@ class Daemon:
         """The traffic rules' inputs per enabled family: the cluster network and this node's
         subnet, with the previous ones: `old` lease's when the subnet changed while running,
         else those of the previous subnet.env."""
+        cfg, lease = self.cfg, self.lease
+        assert cfg is not None and lease is not None
         families = []
-        for version, network, subnet in self._own_networks():
-            net = ipaddress.ip_network(network)
+        for version in cfg.families:
+            net = cfg.family(version).network
+            assert net is not None  # a checked config has the network of every enabled family
             old_net, old_subnet = (
                 (net, subnet_of(old, version))
                 if old is not None
                 else (previous_cidr(self.previous, k, version) for k in ENV_KEYS[version])
             )
-            families.append(Family(net, ipaddress.ip_network(subnet), old_net, old_subnet))
+            families.append(Family(net, subnet_of(lease, version), old_net, old_subnet))
         return families
-
-    def _own_networks(self) -> list[tuple[int, str, str]]:
-        """(IP version, cluster network, this node's subnet), CIDR text, per enabled family."""
-        cfg, lease = self.cfg, self.lease
-        assert cfg is not None and lease is not None
-        return [(v, str(cfg.family(v).network), str(subnet_of(lease, v))) for v in cfg.families]
 
     def _complete_lease(self) -> None:
         """Once the first peer sync is in the kernel, tell the datastore the network is up

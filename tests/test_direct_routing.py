@@ -19,18 +19,17 @@ from backend.reconcile import KernelState, Op, PeerEntry, Reconciler, diff
 from backend.vxlan import VxlanDevice, parse_vxlan_config
 from subnet.peers import PeerTable
 from tests.testbed import (
+    DIRECT_ROUTING_NETWORK,
     ROUTER_UNDERLAY,
     UNDERLAY_GW,
     UNDERLAY_GW6,
     Node,
     Testbed,
-    add_router,
     inside,
-    move_behind_router,
+    start_direct_routing_nodes,
     wait_for,
 )
 
-DR_NETWORK = '{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "DirectRouting": true}}'
 MAC = "0e:00:00:00:00:02"
 
 
@@ -250,16 +249,7 @@ def test_dump_of_direct_routes_skips_onlink_routes_not_gateways_inside_the_netwo
 @pytest.mark.kernel
 @pytest.mark.etcd
 def test_direct_routing_on_one_l2_network_and_overlay_through_a_router(testbed: Testbed) -> None:
-    testbed.put_config(DR_NETWORK)
-    add_router(testbed)
-    n1, n2, n3 = (testbed.add_node() for _ in range(3))
-    move_behind_router(testbed, n3)
-    for node in (n1, n2):
-        testbed.node_sh(node, "ip", "route", "add", "198.18.1.0/24", "via", ROUTER_UNDERLAY)
-    for node in (n1, n2, n3):
-        testbed.start_daemon(node, "--resync-period=2")
-    for node in (n1, n2, n3):
-        testbed.wait_subnet(node)
+    n1, n2, n3 = start_direct_routing_nodes(testbed, "--resync-period=2")
     s1, s2, s3 = (testbed.subnet_of(n) for n in (n1, n2, n3))
     # n1 and n2 reach each other directly: one route each, nothing on flannel.1
     wait_for("n1's direct route to n2",
@@ -348,7 +338,7 @@ def test_ipv6_peer_switches_between_direct_route_and_overlay_without_a_failed_wr
 @pytest.mark.kernel
 @pytest.mark.etcd
 def test_direct_routes_are_repaired_and_departed_peers_removed(testbed: Testbed) -> None:
-    testbed.put_config(DR_NETWORK)
+    testbed.put_config(DIRECT_ROUTING_NETWORK)
     n1, n2 = (testbed.add_node() for _ in range(2))
     for node in (n1, n2):
         testbed.start_daemon(node, "--resync-period=2")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 
 import pytest
 
@@ -257,11 +256,15 @@ def test_host_gw_with_the_underlay_inside_the_cluster_network(testbed: Testbed) 
                                    "Backend": {"Type": "host-gw"}}))  # fmt: skip
     node, peer = testbed.add_node(), testbed.add_node()
     for n in (node, peer):
-        testbed.start_daemon(n)
+        testbed.start_daemon(n, "--resync-period=1")
     for n in (node, peer):
         testbed.wait_subnet(n)
     subnet = testbed.subnet_of(peer)
     route = f"{subnet} via {peer.address} dev eth0"
+    state_file = node.subnet_file.parent / "flanneld-py-state.json"
+
+    def last_full_sync() -> float:
+        return float(json.loads(state_file.read_text()).get("last_full_sync") or 0)
 
     def routes() -> list[str]:
         out = testbed.node_sh(node, "ip", "route", "show").stdout
@@ -269,8 +272,9 @@ def test_host_gw_with_the_underlay_inside_the_cluster_network(testbed: Testbed) 
 
     wait_for("the peer's route", lambda: route in routes())
     wait_for("the first full pass", lambda: "datapath in sync" in node.log())
-    time.sleep(12)  # a full pass at least every 10 s: none of them rewrites the route
-    assert "full sync:" not in node.log(), node.log()[-3000:]
+    first = last_full_sync()
+    wait_for("two more full passes", lambda: last_full_sync() > first + 1.5, timeout=20)
+    assert "full sync:" not in node.log(), node.log()[-3000:]  # none of them rewrote the route
     testbed.stop_daemon(peer)
     testbed.client.delete(f"{testbed.etcd_prefix}/subnets/{subnet.replace('/', '-')}")
     wait_for("the departed peer's route gone", lambda: route not in routes(), timeout=20)

@@ -511,6 +511,12 @@ class _NoIteration(dict[str, PeerEntry]):
     def values(self) -> Any:
         raise AssertionError("an incremental pass walked every programmed peer")
 
+    def keys(self) -> Any:
+        raise AssertionError("an incremental pass walked every programmed peer")
+
+    def copy(self) -> Any:
+        raise AssertionError("an incremental pass walked every programmed peer")
+
 
 def test_sync_keys_for_an_unknown_key_does_nothing() -> None:
     table: PeerTable[PeerEntry] = PeerTable()

@@ -42,13 +42,19 @@ from backend.vxlan import (
     VxlanDevice,
     VxlanPeer,
     backend_data,
-    check_peer_subnet,
     parse_vxlan_config,
     peer_from_lease,
     v6_data_error,
 )
 from flanneld_py.cli import FLAGS, Options
-from flanneld_py.families import ENV_KEYS, missing_part, same_subnets, select_entry, subnet_of
+from flanneld_py.families import (
+    ENV_KEYS,
+    missing_part,
+    peer_record,
+    same_subnets,
+    select_entry,
+    subnet_of,
+)
 from flanneld_py.health import HealthServer
 from flanneld_py.iface import InterfaceError, select_interface
 from flanneld_py.memory import configure_allocator, release_free_memory
@@ -403,9 +409,15 @@ class Daemon:
         Raises PeerFormatError (logged once per key and problem, and counted) for unusable
         backend data.
         """
+        cfg, own = self.cfg, self.lease
+        assert cfg is not None
         try:
-            v6_problem = self._check_subnets(lease)
-            peer = self._peer_from_lease(lease)
+            peer, v6_problem = peer_record(
+                lease,
+                {v: cfg.family(v).network for v in cfg.families},
+                {v: subnet_of(own, v) for v in cfg.families} if own else {},
+                self._peer_from_lease,
+            )
         except PeerFormatError as err:
             if self._bad_peers.get(lease.key) != str(err):
                 self._bad_peers[lease.key] = str(err)
@@ -417,8 +429,6 @@ class Daemon:
             self._other_backends[lease.key] = lease.attrs.backend_type
             log.warning("ignoring peer lease %s: backend type %r, not %s", lease.key,
                         lease.attrs.backend_type, self.cfg and self.cfg.backend_type)  # fmt: skip
-        if peer is not None and v6_problem:
-            peer = replace(peer, v6=None)
         kept = False
         if peer is not None and peer.v6 is None and self.cfg and 6 in self.cfg.families:
             old = self.table.get(key)
@@ -446,23 +456,6 @@ class Daemon:
                         "keeping its last good IPv6 entry" if kept
                         else f"reachable over {' and '.join(usable)} only" if usable
                         else "it cannot be reached")  # fmt: skip
-
-    def _check_subnets(self, lease: Lease) -> str:
-        """Check the peer's subnet of every enabled family (`check_peer_subnet`). In dual stack
-        a bad IPv6 subnet only costs the IPv6 part: returns why ("" when fine). Raises
-        PeerFormatError for the other cases."""
-        cfg, own = self.cfg, self.lease
-        if cfg is None:
-            return ""
-        for version in cfg.families:
-            try:
-                check_peer_subnet(lease, cfg.family(version).network,
-                                  subnet_of(own, version) if own else None, version)  # fmt: skip
-            except PeerFormatError as err:
-                if version == 6 and 4 in cfg.families:
-                    return str(err)
-                raise
-        return ""
 
     def _on_snapshot(self, items: Iterable[tuple[str, Lease]]) -> None:
         """Load a complete listing. `items` is walked once, keeping only a slim record per peer

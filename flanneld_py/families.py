@@ -5,11 +5,12 @@ peer may lack. Shared by the daemon and the status command.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from backend.reconcile import PeerEntry
-from backend.vxlan import VxlanPeer, v6_data_error
+from backend.vxlan import PeerFormatError, VxlanPeer, check_peer_subnet, v6_data_error
 from subnet.lease import Lease
 
 # subnet.env keys of each family's network and subnet (flannel `pkg/subnet` WriteSubnetFile)
@@ -58,3 +59,32 @@ def _select_v4(peer: VxlanPeer) -> PeerEntry | None:
 
 def _select_v6(peer: VxlanPeer) -> PeerEntry | None:
     return peer.v6
+
+
+def peer_record(
+    lease: Lease,
+    networks: Mapping[int, Any],
+    own_subnets: Mapping[int, Any],
+    to_peer: Callable[[Lease], VxlanPeer | None],
+) -> tuple[VxlanPeer | None, str]:
+    """A peer lease's record as the daemon programs it, and why its IPv6 part was dropped ("" if
+    not). `networks` maps every enabled IP version to its cluster network, `own_subnets` to this
+    node's subnet of it (None when unknown); `to_peer` is the backend's lease decoder
+    (`backend.vxlan.peer_from_lease`, `backend.hostgw.peer_from_lease`; None: another backend).
+    Each enabled family's subnet is checked (`check_peer_subnet`); in dual stack a bad IPv6
+    subnet costs only the IPv6 part.
+
+    Raises PeerFormatError when the lease cannot be used at all.
+    """
+    v6_problem = ""
+    for version, network in networks.items():
+        try:
+            check_peer_subnet(lease, network, own_subnets.get(version), version)
+        except PeerFormatError as err:
+            if version != 6 or 4 not in networks:
+                raise
+            v6_problem = str(err)
+    peer = to_peer(lease)
+    if peer is not None and v6_problem:
+        peer = replace(peer, v6=None)
+    return peer, v6_problem

@@ -59,14 +59,20 @@ from backend.vxlan import (
     KERNEL_DEFAULT_PORT,
     PeerFormatError,
     VXLANConfig,
-    check_peer_subnet,
     device_name,
     overlay_mtu,
     parse_vxlan_config,
     peer_from_lease,
 )
 from flanneld_py.cli import FLAGS, Options
-from flanneld_py.families import ENV_KEYS, missing_part, same_subnets, select_entry, subnet_of
+from flanneld_py.families import (
+    ENV_KEYS,
+    missing_part,
+    peer_record,
+    same_subnets,
+    select_entry,
+    subnet_of,
+)
 from flanneld_py.flags import Flag, FlagError, HelpRequested, parse_flags, usage
 from flanneld_py.state import read_state, state_path
 from subnet.annotations import (
@@ -338,17 +344,18 @@ def family_peers(
     """The peers the device of IP `version` would program, by the daemon's rules. `networks`
     maps every enabled IP version to its cluster network (`Network`, `IPv6Network`) and
     `own_subnets` to this node's subnet of it. A lease is this node's when it has `own_key` or
-    this node's subnet in every enabled family (`daemon.same_subnets`); any other is checked
-    with `check_peer_subnet` in every enabled family, turned into a record by the peer function
+    this node's subnet in every enabled family (`families.same_subnets`); any other is turned
+    into a record as the daemon does (`families.peer_record`: subnets checked in every enabled
+    family, a bad IPv6 subnet in dual stack dropping only the IPv6 part) with the peer function
     of `backend_type` ("vxlan": `backend.vxlan.peer_from_lease`; "host-gw":
-    `backend.hostgw.peer_from_lease`, every entry direct), and `daemon.select_entry(version)`
+    `backend.hostgw.peer_from_lease`, every entry direct), and `families.select_entry(version)`
     picks its entry. `direct_ips` (VXLAN DirectRouting) maps a peer public IP to the daemon's
     decision (`VxlanDevice.select`): True makes the entries of that IP direct routes.
 
     Returns ({key: entry}, skipped, partial): skipped lists {"key", "reason"} for leases the
     daemon skips in every family (bad backend data, subnet outside the network or overlapping
     ours, another backend); partial the peers without an entry of this family, with the reason
-    (`daemon.missing_part`: "no IPv6 subnet", "no PublicIPv6", "no BackendV6Data"...).
+    (`families.missing_part`: "no IPv6 subnet", "no PublicIPv6", "no BackendV6Data"...).
     """
     to_peer = hostgw.peer_from_lease if backend_type == hostgw.BACKEND_TYPE else peer_from_lease
     families = tuple(networks)
@@ -361,9 +368,7 @@ def family_peers(
         if key == own_key or same_subnets(lease, own, families):
             continue
         try:
-            for v in families:
-                check_peer_subnet(lease, networks[v], own_subnets.get(v), v)
-            peer = to_peer(lease)
+            peer, v6_problem = peer_record(lease, networks, own_subnets, to_peer)
         except PeerFormatError as err:
             skipped.append({"key": key, "reason": str(err)})
             continue
@@ -373,8 +378,8 @@ def family_peers(
             continue
         entry = pick(peer)
         if entry is None:
-            partial.append({"key": key, "reason": missing_part(lease, version)
-                            or f"no IPv{version} part"})  # fmt: skip
+            why = missing_part(lease, version) or (v6_problem if version == 6 else "")
+            partial.append({"key": key, "reason": why or f"no IPv{version} part"})
             continue
         if direct_ips and not entry.direct and direct_ips.get(entry.public_ip):
             entry = replace(entry, direct=True)

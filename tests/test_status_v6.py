@@ -330,11 +330,13 @@ def test_family_peers_follow_the_daemons_dual_stack_rules() -> None:
         ("overlap6", overlap6),
     ]
     e6, skipped, partial = family_peers(leases, own.key, owns, networks, 6)
-    assert e6 == {lease(2).key: entry6(2)}
-    assert partial == [{"key": "no-v6-data", "reason": "no BackendV6Data"}]
-    assert [s["key"] for s in skipped] == ["overlap6"] and "overlaps" in skipped[0]["reason"]
+    assert e6 == {lease(2).key: entry6(2)} and skipped == []
+    # a bad IPv6 subnet costs only the IPv6 part, as in the daemon (`families.peer_record`)
+    assert [p["key"] for p in partial] == ["no-v6-data", "overlap6"]
+    assert partial[0]["reason"] == "no BackendV6Data" and "overlaps" in partial[1]["reason"]
     e4, _, partial4 = family_peers(leases, own.key, owns, networks, 4)
-    assert e4 == {lease(2).key: entry4(2), "no-v6-data": entry4(3)} and partial4 == []
+    assert e4 == {lease(2).key: entry4(2), "no-v6-data": entry4(3), "overlap6": entry4(5)}
+    assert partial4 == []
     report = build_report(dual(leases=leases))
     assert report["ipv6"]["peers"]["partial"] == partial
     assert any("no-v6-data has no IPv6 entry (no BackendV6Data)" in w for w in report["warnings"])

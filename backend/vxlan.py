@@ -228,6 +228,7 @@ class VxlanDevice:
         self._reached: dict[str, bool] = {}  # the same, the pass before (to log changes)
         self._lock = threading.Lock()
         self._ipr: Any = ipr
+        self._owns_ipr = ipr is None  # a socket handed in stays its owner's to close
         self._bulk: nlbulk.BulkSocket | None = None
 
     @property
@@ -252,12 +253,14 @@ class VxlanDevice:
         return self.spec.mtu
 
     def close(self) -> None:
+        """Close the sockets this device opened (not a pyroute2 socket handed in as `ipr`); the
+        device and its entries stay."""
         if self._bulk is not None:
             self._bulk.close()
             self._bulk = None
-        if self._ipr is not None:
+        if self._ipr is not None and self._owns_ipr:
             self._ipr.close()
-            self._ipr = None
+        self._ipr, self._owns_ipr = None, True  # a later `ipr` opens (and owns) a new one
 
     def _compatible(self, link: netlink.LinkState) -> str | None:
         """Why an existing link cannot be reused, or None when it can."""

@@ -793,8 +793,8 @@ class Daemon:
         """Release sockets; the kernel state and subnet.env stay as they are."""
         self.sm.close()
         for o in self.overlays:
-            o.device.close()  # a first VxlanDevice closes the shared netlink socket
-        if not any(isinstance(o.device, VxlanDevice) for o in self.overlays) and self.ipr:
+            o.device.close()
+        if self.ipr is not None:
             self.ipr.close()
 
 

@@ -497,42 +497,34 @@ class EtcdSubnetManager:
             # gone from etcd: not in the listing the watch may start from
             deleted = {stale.key for stale in choice.stale}
             value = attrs.encode()
-            if choice.reuse is not None:
-                lease = choice.reuse
+            own: Lease | None = None
+            if choice.reuse is not None and choice.reuse.lease_id == 0:
                 # a reservation stays leaseless (README "Compared with flanneld")
-                if lease.lease_id == 0:
-                    self.registry.put(self._key(lease.key), value, 0)
-                    log.info("using reserved subnet %s", lease.key)
-                    return self._keep_listing(
-                        listing,
-                        revision,
-                        Lease(lease.subnet, lease.ipv6_subnet, attrs, None, 0),
-                        deleted,
-                    )
+                lease = choice.reuse
+                self.registry.put(self._key(lease.key), value, 0)
+                log.info("using reserved subnet %s", lease.key)
+                own = Lease(lease.subnet, lease.ipv6_subnet, attrs, None, 0)
+            elif choice.reuse is not None:
+                lease = choice.reuse
                 lease_id = self.registry.grant(SUBNET_TTL)
                 self.registry.put(self._key(lease.key), value, lease_id)
                 log.info("reusing lease %s (%s)", lease.key, choice.reason)
-                return self._keep_listing(
-                    listing,
-                    revision,
-                    Lease(
-                        lease.subnet, lease.ipv6_subnet, attrs, time.time() + SUBNET_TTL, lease_id
-                    ),
-                    deleted,
-                )
-            new = Lease(choice.subnet, choice.ipv6_subnet, attrs)
-            lease_id = self.registry.grant(SUBNET_TTL)
-            if self.registry.create(self._key(new.key), value, lease_id):
-                log.info("acquired lease %s (%s)", new.key, choice.reason)
-                return self._keep_listing(
-                    listing,
-                    revision,
-                    Lease(new.subnet, new.ipv6_subnet, attrs, time.time() + SUBNET_TTL, lease_id),
-                    deleted,
-                )
-            self.registry.revoke(lease_id)
-            log.info("subnet %s was taken by another node meanwhile; trying another", new.key)
-            self.previous = (None, None)
+                own = Lease(lease.subnet, lease.ipv6_subnet, attrs, time.time() + SUBNET_TTL,
+                            lease_id)  # fmt: skip
+            else:
+                new = Lease(choice.subnet, choice.ipv6_subnet, attrs)
+                lease_id = self.registry.grant(SUBNET_TTL)
+                if self.registry.create(self._key(new.key), value, lease_id):
+                    log.info("acquired lease %s (%s)", new.key, choice.reason)
+                    own = Lease(new.subnet, new.ipv6_subnet, attrs, time.time() + SUBNET_TTL,
+                                lease_id)  # fmt: skip
+                else:
+                    self.registry.revoke(lease_id)
+                    log.info("subnet %s was taken by another node meanwhile; trying another",
+                             new.key)  # fmt: skip
+                    self.previous = (None, None)
+            if own is not None:
+                return self._keep_listing(listing, revision, own, deleted)
         raise SubnetContention(
             f"could not create a lease after {RACE_RETRIES} tries: another node "
             "took each chosen subnet first"
